@@ -1,0 +1,184 @@
+//! A repository in a local directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{Backend, FileKind, Listed};
+use crate::error::{Error, Result};
+
+/// Prefix of temporary files; `list` skips them and a later `prune` may
+/// remove leftovers of crashed writers.
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Stores a repository under one directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (not created until [`Backend::create`]).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Config => self.root.join("config"),
+            FileKind::Pack => {
+                let sub = name.get(..2).unwrap_or("00");
+                self.root.join("data").join(sub).join(name)
+            }
+            k => self.root.join(k.dir()).join(name),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+fn list_dir(dir: &Path, out: &mut Vec<Listed>) -> Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io(dir, e))?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let md = ent.metadata().map_err(|e| Error::io(ent.path(), e))?;
+        if md.is_file() {
+            out.push(Listed {
+                name,
+                size: md.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for k in FileKind::ALL {
+            if k != FileKind::Config {
+                let d = self.root.join(k.dir());
+                fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            }
+        }
+        // All 256 pack subdirectories up front, so that writing a pack never
+        // has to make a directory durable first.
+        for i in 0..=255u8 {
+            let d = self.root.join("data").join(format!("{i:02x}"));
+            fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
+        sync_dir(&self.root.join("data"))?;
+        sync_dir(&self.root)
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        match kind {
+            FileKind::Config => {
+                if let Ok(md) = fs::metadata(self.root.join("config")) {
+                    out.push(Listed {
+                        name: "config".into(),
+                        size: md.len(),
+                    });
+                }
+            }
+            FileKind::Pack => {
+                let data = self.root.join("data");
+                let rd = match fs::read_dir(&data) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(Error::io(&data, e)),
+                };
+                for ent in rd {
+                    let ent = ent.map_err(|e| Error::io(&data, e))?;
+                    if ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        list_dir(&ent.path(), &mut out)?;
+                    }
+                }
+            }
+            k => list_dir(&self.root.join(k.dir()), &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        fs::read(&p).map_err(|e| Error::io(&p, e))
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
+        let mut buf =
+            vec![0u8; usize::try_from(len).map_err(|_| Error::Invalid("range too large".into()))?];
+        f.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(
+                    p.display().to_string(),
+                    format!("truncated: cannot read {len} bytes at offset {offset}"),
+                )
+            } else {
+                Error::io(&p, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        let p = self.path(kind, name);
+        fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| Error::io(&p, e))
+    }
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        let p = self.path(kind, name);
+        let dir = p.parent().unwrap_or(&self.root).to_path_buf();
+        if kind != FileKind::Config && p.exists() {
+            return Ok(());
+        }
+        let mut rnd = [0u8; 8];
+        crate::crypto::fill_random(&mut rnd)?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+        let res = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?;
+            f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
+            sync_dir(&dir)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        let p = self.path(kind, name);
+        match fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+}

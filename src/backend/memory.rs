@@ -1,0 +1,84 @@
+//! An in-memory backend for tests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{Backend, FileKind, Listed};
+use crate::error::{Error, Result};
+
+/// Keeps every file in a map. Same contract as any [`Backend`].
+#[derive(Default)]
+pub struct MemoryBackend {
+    files: Mutex<BTreeMap<(FileKind, String), Vec<u8>>>,
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(FileKind, String), Vec<u8>>> {
+        // A panic while holding the lock cannot leave a half-written file in
+        // a map of whole values, so a poisoned lock is safe to reuse.
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn missing(kind: FileKind, name: &str) -> Error {
+        Error::io(
+            format!("mem:{}/{name}", kind.dir()),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+    fn create(&self) -> Result<()> {
+        Ok(())
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, n), v)| Listed {
+                name: n.clone(),
+                size: v.len() as u64,
+            })
+            .collect())
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.lock()
+            .get(&(kind, name.to_string()))
+            .cloned()
+            .ok_or_else(|| Self::missing(kind, name))
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let g = self.lock();
+        let v = g
+            .get(&(kind, name.to_string()))
+            .ok_or_else(|| Self::missing(kind, name))?;
+        let end = offset.checked_add(len).filter(|e| *e <= v.len() as u64);
+        match end {
+            Some(end) => Ok(v[offset as usize..end as usize].to_vec()),
+            None => Err(Error::corrupt(format!("mem:{name}"), "truncated")),
+        }
+    }
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        self.lock()
+            .get(&(kind, name.to_string()))
+            .map(|v| v.len() as u64)
+            .ok_or_else(|| Self::missing(kind, name))
+    }
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.lock().insert((kind, name.to_string()), data.to_vec());
+        Ok(())
+    }
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.lock().remove(&(kind, name.to_string()));
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Storage backends: where a repository's files live (format-spec.md §1
+//! "Repository layout"). The engine only ever talks to [`Backend`].
+
+mod local;
+mod memory;
+
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+use crate::error::{Error, Result};
+
+/// The kinds of file a repository holds, each in its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    /// The single file `config`.
+    Config,
+    /// `keys/<id>`.
+    Key,
+    /// `data/<first two hex digits>/<id>`: packs.
+    Pack,
+    /// `index/<id>`.
+    Index,
+    /// `snapshots/<id>`.
+    Snapshot,
+    /// `locks/<id>`.
+    Lock,
+}
+
+impl FileKind {
+    /// Every kind, in layout order.
+    pub const ALL: [FileKind; 6] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
+    ];
+    /// The directory holding this kind ("" for the config).
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Pack => "data",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+/// A stored file: its name and length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The file's name within its kind (64 hex digits, or "config").
+    pub name: String,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// A place that stores a repository's files.
+///
+/// Contract every implementation keeps:
+/// - `write` is atomic and durable: when it returns `Ok`, the whole file is
+///   readable under its name and survives a crash or power loss; a crash
+///   during `write` leaves either no file under the name or the whole file.
+///   Files are write-once: names are content hashes, so writing a name that
+///   exists is a no-op.
+/// - `list` returns only complete files (never temporary ones).
+/// - `remove` of a missing file succeeds (removal is idempotent).
+/// - A missing file reads as an error for which [`is_not_found`] is true.
+pub trait Backend: Send + Sync {
+    /// A human-readable location, e.g. the directory.
+    fn location(&self) -> String;
+    /// Creates the empty layout for a new repository.
+    fn create(&self) -> Result<()>;
+    /// Lists the complete files of one kind.
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>>;
+    /// Reads a whole file.
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset`; fails if the file is shorter.
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// The length of a file.
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+    /// Writes a whole file atomically and durably (see the trait's contract).
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Removes a file durably.
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+}
+
+/// True when `e` says a file does not exist.
+pub fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}

@@ -1,0 +1,425 @@
+//! `arca check`: prove the repository whole.
+//!
+//! Structure: every index file decodes; every pack it lists exists with the
+//! listed length; every snapshot decodes; every tree of every snapshot is
+//! indexed, decrypts and decodes; every chunk a file needs is indexed as
+//! data. With read-data (all packs or a random subset): every pack's bytes
+//! hash to its name, its trailer matches the index, and every blob decrypts,
+//! decompresses and hashes to its id. Damage is named: pack, blob, and the
+//! snapshots and paths that need it. The local cache is not trusted: check
+//! reads the index files themselves.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::commands::{check_interrupt, Progress};
+use crate::error::{Error, Result};
+use crate::format::pack::{self, BlobEntry};
+use crate::format::tree::{NodeKind, Tree};
+use crate::format::BlobKind;
+use crate::id::{BlobId, FileId, PackId, SnapshotId};
+use crate::repository::IndexedRepository;
+
+/// How much data to read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// Structure only.
+    None,
+    /// Every pack.
+    All,
+    /// A random subset of packs, this percentage of them (rounded up).
+    Subset(f64),
+}
+
+/// What check found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    /// Damage: each line names what is broken.
+    pub errors: Vec<String>,
+    /// Not damage, but worth knowing (e.g. unindexed packs).
+    pub warnings: Vec<String>,
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Distinct trees checked.
+    pub trees: u64,
+    /// Distinct data blobs referenced.
+    pub data_blobs: u64,
+    /// Packs in storage.
+    pub packs: u64,
+    /// Packs read in full.
+    pub packs_read: u64,
+    /// Bytes read in full.
+    pub bytes_read: u64,
+}
+
+impl CheckReport {
+    /// True when no damage was found.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+struct Loc {
+    pack: PackId,
+    entry: BlobEntry,
+}
+
+fn read_blob(repo: &IndexedRepository, loc: &Loc) -> Result<Vec<u8>> {
+    let sealed = repo.backend().read_range(
+        FileKind::Pack,
+        &loc.pack.to_hex(),
+        u64::from(loc.entry.offset),
+        u64::from(loc.entry.length),
+    )?;
+    pack::open_blob(repo.keys(), &loc.entry, &sealed, &loc.pack)
+}
+
+/// Checks the repository.
+pub fn check(
+    repo: &IndexedRepository,
+    read_data: ReadData,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let mut rep = CheckReport::default();
+
+    // 1. Index files, read directly from the repository.
+    progress.message("index files");
+    let mut index: HashMap<BlobId, Loc> = HashMap::new();
+    let mut pack_len: HashMap<PackId, u64> = HashMap::new();
+    let names: Vec<String> = repo
+        .backend()
+        .list(FileKind::Index)?
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    let loaded: Vec<(String, Result<_>)> = names
+        .par_iter()
+        .map(|n| (n.clone(), repo.read_index_file(n)))
+        .collect();
+    for (name, r) in loaded {
+        match r {
+            Ok(packs) => {
+                for p in packs {
+                    pack_len.insert(p.id, p.length);
+                    for e in p.blobs {
+                        index.insert(
+                            e.id,
+                            Loc {
+                                pack: p.id,
+                                entry: e,
+                            },
+                        );
+                    }
+                }
+            }
+            Err(e) => rep.errors.push(format!("index file {name}: {e}")),
+        }
+    }
+
+    // 2. Packs: every indexed pack present with its length.
+    progress.message("packs");
+    let stored: HashMap<PackId, u64> = repo
+        .backend()
+        .list(FileKind::Pack)?
+        .into_iter()
+        .filter_map(|l| FileId::from_hex(&l.name).ok().map(|id| (id, l.size)))
+        .collect();
+    rep.packs = stored.len() as u64;
+    let mut missing_packs = HashSet::new();
+    let mut sorted: Vec<(&PackId, &u64)> = pack_len.iter().collect();
+    sorted.sort();
+    for (id, len) in sorted {
+        match stored.get(id) {
+            None => {
+                rep.errors.push(format!(
+                    "pack {id}: missing from storage (listed in the index)"
+                ));
+                missing_packs.insert(*id);
+            }
+            Some(s) if s != len => {
+                rep.errors.push(format!(
+                    "pack {id}: {s} bytes in storage, index says {len} (truncated or damaged)"
+                ));
+                missing_packs.insert(*id);
+            }
+            _ => {}
+        }
+    }
+    let mut unindexed: Vec<&PackId> = stored
+        .keys()
+        .filter(|p| !pack_len.contains_key(*p))
+        .collect();
+    unindexed.sort();
+    for p in unindexed {
+        rep.warnings.push(format!(
+            "pack {p}: not listed in any index file (left by an interrupted backup; the next backup adopts it)"
+        ));
+    }
+
+    // 3. Read data: damaged blobs found here are then traced to snapshots.
+    let mut damaged: HashMap<BlobId, String> = HashMap::new();
+    if read_data != ReadData::None {
+        let mut packs: Vec<(PackId, u64)> = stored
+            .iter()
+            .filter(|(p, _)| pack_len.contains_key(*p))
+            .map(|(p, l)| (*p, *l))
+            .collect();
+        packs.sort();
+        if let ReadData::Subset(pct) = read_data {
+            let mut salt = [0u8; 32];
+            crate::crypto::fill_random(&mut salt)?;
+            packs.sort_by_key(|(p, _)| *blake3::keyed_hash(&salt, &p.0).as_bytes());
+            let n = ((packs.len() as f64) * pct.clamp(0.0, 100.0) / 100.0).ceil() as usize;
+            packs.truncate(n);
+        }
+        progress.message("reading packs");
+        progress.set_total(packs.iter().map(|(_, l)| *l).sum());
+        let by_pack: HashMap<PackId, Vec<&Loc>> =
+            index.values().fold(HashMap::new(), |mut m, l| {
+                m.entry(l.pack).or_default().push(l);
+                m
+            });
+        let bytes = AtomicU64::new(0);
+        let results: Vec<Vec<(Option<BlobId>, String)>> = packs
+            .par_iter()
+            .map(|(pid, _)| {
+                check_interrupt()?;
+                let r = read_pack(
+                    repo,
+                    pid,
+                    by_pack.get(pid).map(Vec::as_slice).unwrap_or(&[]),
+                );
+                if let Ok(n) = repo.backend().size(FileKind::Pack, &pid.to_hex()) {
+                    bytes.fetch_add(n, Ordering::Relaxed);
+                    progress.inc(n);
+                }
+                Ok(r)
+            })
+            .collect::<Result<_>>()?;
+        rep.packs_read = packs.len() as u64;
+        rep.bytes_read = bytes.load(Ordering::Relaxed);
+        for (blob, msg) in results.into_iter().flatten() {
+            rep.errors.push(msg.clone());
+            if let Some(b) = blob {
+                damaged.insert(b, msg);
+            }
+        }
+    }
+
+    // 4. Snapshots and their trees.
+    progress.message("snapshots");
+    let mut snaps = Vec::new();
+    for l in repo.backend().list(FileKind::Snapshot)? {
+        match FileId::from_hex(&l.name) {
+            Ok(id) => match repo.load_snapshot(&id) {
+                Ok(s) => snaps.push((id, s)),
+                Err(e) => rep.errors.push(format!("snapshot {}: {e}", l.name)),
+            },
+            Err(_) => rep
+                .warnings
+                .push(format!("snapshots/{}: not a snapshot file name", l.name)),
+        }
+    }
+    snaps.sort_by_key(|(_, s)| s.time);
+    rep.snapshots = snaps.len() as u64;
+    let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    let mut seen_data: HashSet<BlobId> = HashSet::new();
+    let mut bad_trees: HashMap<BlobId, String> = HashMap::new();
+    let mut tainted: HashSet<BlobId> = HashSet::new();
+    for (sid, s) in &snaps {
+        check_interrupt()?;
+        let mut w = TreeWalk {
+            repo,
+            index: &index,
+            missing_packs: &missing_packs,
+            damaged: &damaged,
+            seen_trees: &mut seen_trees,
+            seen_data: &mut seen_data,
+            bad_trees: &mut bad_trees,
+            tainted: &mut tainted,
+            errors: &mut rep.errors,
+            snapshot: *sid,
+        };
+        w.walk(&s.tree, "/")?;
+    }
+    rep.trees = seen_trees.len() as u64;
+    rep.data_blobs = seen_data.len() as u64;
+    Ok(rep)
+}
+
+/// Reads one pack in full; returns one message per problem (with the blob
+/// it concerns, when there is one).
+fn read_pack(
+    repo: &IndexedRepository,
+    pid: &PackId,
+    indexed: &[&Loc],
+) -> Vec<(Option<BlobId>, String)> {
+    let mut out = Vec::new();
+    let name = pid.to_hex();
+    let bytes = match repo.backend().read(FileKind::Pack, &name) {
+        Ok(b) => b,
+        Err(e) => {
+            for l in indexed {
+                out.push((
+                    Some(l.entry.id),
+                    format!("pack {pid}: blob {} unreadable: {e}", l.entry.id),
+                ));
+            }
+            return out;
+        }
+    };
+    if FileId::of(&bytes) != *pid {
+        out.push((
+            None,
+            format!("pack {pid}: contents do not hash to its name (damaged in storage)"),
+        ));
+    }
+    let what = format!("pack {pid}");
+    let trailer = pack::read_trailer(&repo.keys().file, &bytes, &what);
+    match &trailer {
+        Ok(t) => {
+            let tset: HashMap<BlobId, &BlobEntry> = t.iter().map(|e| (e.id, e)).collect();
+            for l in indexed {
+                if tset.get(&l.entry.id).copied() != Some(&l.entry) {
+                    out.push((
+                        Some(l.entry.id),
+                        format!(
+                            "pack {pid}: blob {} is in the index but not in the pack's trailer",
+                            l.entry.id
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(e) => out.push((None, format!("pack {pid}: trailer: {e}"))),
+    }
+    for l in indexed {
+        let (o, n) = (l.entry.offset as usize, l.entry.length as usize);
+        let r = match bytes.get(o..o.saturating_add(n)) {
+            Some(s) => pack::open_blob(repo.keys(), &l.entry, s, pid).map(|_| ()),
+            None => Err(Error::corrupt(
+                &what,
+                format!("blob {} lies past the end", l.entry.id),
+            )),
+        };
+        if let Err(e) = r {
+            out.push((
+                Some(l.entry.id),
+                format!(
+                    "pack {pid}: {} blob {} at offset {}: {e}",
+                    l.entry.kind.name(),
+                    l.entry.id,
+                    l.entry.offset
+                ),
+            ));
+        }
+    }
+    out
+}
+
+struct TreeWalk<'a> {
+    repo: &'a IndexedRepository,
+    index: &'a HashMap<BlobId, Loc>,
+    missing_packs: &'a HashSet<PackId>,
+    damaged: &'a HashMap<BlobId, String>,
+    seen_trees: &'a mut HashSet<BlobId>,
+    seen_data: &'a mut HashSet<BlobId>,
+    bad_trees: &'a mut HashMap<BlobId, String>,
+    tainted: &'a mut HashSet<BlobId>,
+    errors: &'a mut Vec<String>,
+    snapshot: SnapshotId,
+}
+
+impl TreeWalk<'_> {
+    fn err(&mut self, path: &str, msg: String) {
+        self.errors.push(format!(
+            "snapshot {} path {path}: {msg}",
+            self.snapshot.short()
+        ));
+    }
+
+    /// Walks a tree; returns whether anything under it is broken. A tree
+    /// already walked is skipped unless something under it was broken, so
+    /// damage is named under every snapshot and path that needs it.
+    fn walk(&mut self, tree: &BlobId, path: &str) -> Result<bool> {
+        if let Some(m) = self.bad_trees.get(tree).cloned() {
+            self.err(path, m);
+            return Ok(true);
+        }
+        let first = self.seen_trees.insert(*tree);
+        if !first && !self.tainted.contains(tree) {
+            return Ok(false);
+        }
+        let t = match self.load(tree) {
+            Ok(t) => t,
+            Err(m) => {
+                self.bad_trees.insert(*tree, m.clone());
+                self.err(path, m);
+                return Ok(true);
+            }
+        };
+        let mut bad = false;
+        for n in &t.nodes {
+            let child = format!("{}{}", path, n.name_lossy());
+            match &n.kind {
+                NodeKind::Dir { tree } => bad |= self.walk(tree, &format!("{child}/"))?,
+                NodeKind::File { chunks } => {
+                    for c in chunks {
+                        self.seen_data.insert(*c);
+                        let problem = match self.index.get(c) {
+                            None => {
+                                Some(format!("data blob {c} is missing (not in any index file)"))
+                            }
+                            Some(l) if l.entry.kind != BlobKind::Data => Some(format!(
+                                "blob {c} is a {} blob, expected data",
+                                l.entry.kind.name()
+                            )),
+                            Some(l) if self.missing_packs.contains(&l.pack) => Some(format!(
+                                "data blob {c} is in missing or truncated pack {}",
+                                l.pack
+                            )),
+                            Some(_) => self
+                                .damaged
+                                .get(c)
+                                .map(|m| format!("data blob {c} is damaged: {m}")),
+                        };
+                        if let Some(p) = problem {
+                            self.err(&child, p);
+                            bad = true;
+                        }
+                    }
+                }
+                NodeKind::Symlink { .. } => {}
+            }
+        }
+        if bad {
+            self.tainted.insert(*tree);
+        }
+        Ok(bad)
+    }
+
+    fn load(&self, id: &BlobId) -> std::result::Result<Tree, String> {
+        let loc = self
+            .index
+            .get(id)
+            .ok_or_else(|| format!("tree {id} is missing (not in any index file)"))?;
+        if loc.entry.kind != BlobKind::Tree {
+            return Err(format!(
+                "blob {id} is a {} blob, expected a tree",
+                loc.entry.kind.name()
+            ));
+        }
+        if self.missing_packs.contains(&loc.pack) {
+            return Err(format!(
+                "tree {id} is in missing or truncated pack {}",
+                loc.pack
+            ));
+        }
+        let body = read_blob(self.repo, loc).map_err(|e| format!("tree {id}: {e}"))?;
+        Tree::decode(&body, &format!("tree {id}")).map_err(|e| e.to_string())
+    }
+}

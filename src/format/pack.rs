@@ -1,0 +1,314 @@
+//! Pack files (format-spec.md §6).
+//!
+//! Layout: header(type 3) ‖ sealed blob … ‖ sealed trailer ‖ trailer length
+//! u32 ‖ end magic "APCK". A sealed blob is seal(blob key, aad = header ‖ kind
+//! ‖ id, encoding u8 ‖ data); the trailer is seal(file key, aad = header ‖
+//! "trailer", count u32 ‖ entries) and lists every blob, so the index can be
+//! rebuilt from packs alone.
+
+use crate::codec::{Reader, Writer};
+use crate::crypto::{self, Keys, Secret32};
+use crate::error::{Error, Result};
+use crate::format::{check_header, header, limits, BlobKind, ObjectType, HEADER_LEN};
+use crate::id::{BlobId, PackId};
+
+/// Last four bytes of a pack.
+pub const END_MAGIC: [u8; 4] = *b"APCK";
+/// Length of the fixed footer: trailer length u32 ‖ end magic.
+pub const FOOTER_LEN: usize = 8;
+/// Encoded length of one trailer entry of kind data or tree.
+pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+/// Blob payload encoding: stored as is.
+pub const ENCODING_RAW: u8 = 0;
+/// Blob payload encoding: one zstd frame.
+pub const ENCODING_ZSTD: u8 = 1;
+
+/// One blob as listed in a pack trailer and in the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobEntry {
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// Keyed hash of the plaintext.
+    pub id: BlobId,
+    /// Offset of the sealed blob from the start of the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub length: u32,
+    /// Length of the plaintext.
+    pub raw_length: u32,
+}
+
+impl BlobEntry {
+    /// Appends the entry's encoding.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u8(self.kind as u8);
+        w.raw(&self.id.0);
+        w.u32(self.offset);
+        w.u32(self.length);
+        w.u32(self.raw_length);
+    }
+
+    /// Reads one entry and checks its lengths against the limits.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self> {
+        let kind = BlobKind::from_u8(r.u8()?)?;
+        let id = BlobId(r.array()?);
+        let offset = r.u32()?;
+        let length = r.u32()?;
+        let raw_length = r.u32()?;
+        if length > limits::MAX_BLOB_STORED || raw_length > limits::MAX_BLOB_RAW {
+            return Err(r.err(format!("blob {} lengths out of range", id.short())));
+        }
+        if (length as usize) < crypto::SEAL_OVERHEAD + 1 {
+            return Err(r.err(format!("blob {} shorter than its seal", id.short())));
+        }
+        Ok(BlobEntry {
+            kind,
+            id,
+            offset,
+            length,
+            raw_length,
+        })
+    }
+}
+
+/// Associated data binding a blob to its pack format, kind and id.
+pub fn blob_aad(kind: BlobKind, id: &BlobId) -> [u8; HEADER_LEN + 33] {
+    let mut a = [0u8; HEADER_LEN + 33];
+    a[..HEADER_LEN].copy_from_slice(&header(ObjectType::Pack));
+    a[HEADER_LEN] = kind as u8;
+    a[HEADER_LEN + 1..].copy_from_slice(&id.0);
+    a
+}
+
+/// Associated data of the trailer.
+pub fn trailer_aad() -> [u8; HEADER_LEN + 7] {
+    let mut a = [0u8; HEADER_LEN + 7];
+    a[..HEADER_LEN].copy_from_slice(&header(ObjectType::Pack));
+    a[HEADER_LEN..].copy_from_slice(b"trailer");
+    a
+}
+
+/// A blob ready to be appended to a pack.
+pub struct SealedBlob {
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// Keyed hash of the plaintext.
+    pub id: BlobId,
+    /// Length of the plaintext.
+    pub raw_length: u32,
+    /// The sealed bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Compresses (when it helps) and seals one blob. `plaintext` must be the
+/// bytes whose keyed hash is `id`.
+pub fn seal_blob(
+    keys: &Keys,
+    kind: BlobKind,
+    id: BlobId,
+    plaintext: &[u8],
+    zstd_level: i32,
+) -> Result<SealedBlob> {
+    let raw_length = u32::try_from(plaintext.len())
+        .ok()
+        .filter(|n| *n <= limits::MAX_BLOB_RAW)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "blob of {} bytes exceeds the limit",
+                plaintext.len()
+            ))
+        })?;
+    let compressed = zstd::bulk::compress(plaintext, zstd_level)
+        .map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+    // Incompressible content (attachments) is stored raw: saves the frame
+    // overhead and the decompression on restore.
+    let mut payload = Vec::with_capacity(1 + compressed.len().min(plaintext.len()));
+    if compressed.len() < plaintext.len() {
+        payload.push(ENCODING_ZSTD);
+        payload.extend_from_slice(&compressed);
+    } else {
+        payload.push(ENCODING_RAW);
+        payload.extend_from_slice(plaintext);
+    }
+    let bytes = crypto::seal(&keys.blob, &blob_aad(kind, &id), &payload)?;
+    Ok(SealedBlob {
+        kind,
+        id,
+        raw_length,
+        bytes,
+    })
+}
+
+/// Opens, decompresses and verifies one sealed blob against its entry: the
+/// plaintext must have the entry's length and hash to the entry's id.
+pub fn open_blob(keys: &Keys, entry: &BlobEntry, sealed: &[u8], pack: &PackId) -> Result<Vec<u8>> {
+    let what = format!("pack {} blob {} at offset {}", pack, entry.id, entry.offset);
+    let payload = crypto::open(&keys.blob, &blob_aad(entry.kind, &entry.id), sealed, &what)?;
+    let (&encoding, data) = payload
+        .split_first()
+        .ok_or_else(|| Error::corrupt(&what, "empty payload"))?;
+    let plain = match encoding {
+        ENCODING_RAW => data.to_vec(),
+        ENCODING_ZSTD => zstd::bulk::decompress(data, entry.raw_length as usize)
+            .map_err(|e| Error::corrupt(&what, format!("zstd: {e}")))?,
+        other => return Err(Error::corrupt(&what, format!("unknown encoding {other}"))),
+    };
+    if plain.len() != entry.raw_length as usize {
+        return Err(Error::corrupt(
+            &what,
+            format!(
+                "plaintext is {} bytes, trailer says {}",
+                plain.len(),
+                entry.raw_length
+            ),
+        ));
+    }
+    if keys.blob_id(&plain) != entry.id {
+        return Err(Error::corrupt(
+            &what,
+            "plaintext does not hash to the blob id",
+        ));
+    }
+    Ok(plain)
+}
+
+/// Encodes the trailer and footer that close a pack whose blobs are `entries`.
+pub fn encode_trailer(file_key: &Secret32, entries: &[BlobEntry]) -> Result<Vec<u8>> {
+    let mut w = Writer::new();
+    w.u32(entries.len() as u32);
+    for e in entries {
+        e.encode(&mut w);
+    }
+    let sealed = crypto::seal(file_key, &trailer_aad(), &w.buf)?;
+    let mut out = sealed;
+    let len = out.len() as u32;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&END_MAGIC);
+    Ok(out)
+}
+
+/// Where the sealed trailer sits, from the last [`FOOTER_LEN`] bytes of a
+/// pack of `pack_len` bytes: returns (offset, length).
+pub fn trailer_location(footer: &[u8], pack_len: u64, what: &str) -> Result<(u64, u32)> {
+    if footer.len() != FOOTER_LEN || footer[4..] != END_MAGIC {
+        return Err(Error::corrupt(
+            what,
+            "missing end magic: truncated or not a pack",
+        ));
+    }
+    let mut l = [0u8; 4];
+    l.copy_from_slice(&footer[..4]);
+    let len = u32::from_le_bytes(l);
+    if len > limits::MAX_TRAILER {
+        return Err(Error::corrupt(
+            what,
+            format!("trailer length {len} exceeds the limit"),
+        ));
+    }
+    let min = (HEADER_LEN + FOOTER_LEN) as u64 + u64::from(len);
+    if pack_len < min {
+        return Err(Error::corrupt(what, "trailer length larger than the pack"));
+    }
+    Ok((pack_len - FOOTER_LEN as u64 - u64::from(len), len))
+}
+
+/// Opens a sealed trailer and checks every entry lies inside the blob area,
+/// in order and without overlap.
+pub fn decode_trailer(
+    file_key: &Secret32,
+    sealed: &[u8],
+    trailer_offset: u64,
+    what: &str,
+) -> Result<Vec<BlobEntry>> {
+    let body = crypto::open(file_key, &trailer_aad(), sealed, what)?;
+    let mut r = Reader::new(&body, what);
+    let n = r.count(limits::MAX_PACK_BLOBS, ENTRY_LEN)?;
+    let mut out = Vec::with_capacity(n);
+    let mut next = HEADER_LEN as u64;
+    for _ in 0..n {
+        let e = BlobEntry::decode(&mut r)?;
+        let end = u64::from(e.offset) + u64::from(e.length);
+        if u64::from(e.offset) < next || end > trailer_offset {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "blob {} at offset {} overlaps or lies outside the blob area",
+                    e.id, e.offset
+                ),
+            ));
+        }
+        next = end;
+        out.push(e);
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+/// Reads every entry of a whole pack held in memory, checking its header.
+pub fn read_trailer(file_key: &Secret32, pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
+    check_header(pack, ObjectType::Pack, what)?;
+    let len = pack.len() as u64;
+    if pack.len() < HEADER_LEN + FOOTER_LEN {
+        return Err(Error::corrupt(what, "shorter than header and footer"));
+    }
+    let (off, tlen) = trailer_location(&pack[pack.len() - FOOTER_LEN..], len, what)?;
+    let start = off as usize;
+    decode_trailer(file_key, &pack[start..start + tlen as usize], off, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterSecrets;
+
+    fn pack_of(keys: &Keys, blobs: &[&[u8]]) -> (Vec<u8>, Vec<BlobEntry>) {
+        let mut pack = header(ObjectType::Pack).to_vec();
+        let mut entries = Vec::new();
+        for b in blobs {
+            let id = keys.blob_id(b);
+            let s = seal_blob(keys, BlobKind::Data, id, b, 3).unwrap();
+            entries.push(BlobEntry {
+                kind: BlobKind::Data,
+                id,
+                offset: pack.len() as u32,
+                length: s.bytes.len() as u32,
+                raw_length: s.raw_length,
+            });
+            pack.extend_from_slice(&s.bytes);
+        }
+        pack.extend_from_slice(&encode_trailer(&keys.file, &entries).unwrap());
+        (pack, entries)
+    }
+
+    #[test]
+    fn pack_round_trip() {
+        let keys = MasterSecrets::generate().unwrap().keys();
+        let (pack, entries) = pack_of(&keys, &[b"hello world", &[0u8; 5000], b""]);
+        let got = read_trailer(&keys.file, &pack, "p").unwrap();
+        assert_eq!(got, entries);
+        let pid = PackId::of(&pack);
+        for (e, want) in got.iter().zip([&b"hello world"[..], &[0u8; 5000], b""]) {
+            let s = &pack[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(open_blob(&keys, e, s, &pid).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn blob_cannot_be_swapped_for_another_id() {
+        let keys = MasterSecrets::generate().unwrap().keys();
+        let (pack, entries) = pack_of(&keys, &[b"aaa", b"bbb"]);
+        let mut e = entries[0];
+        e.id = entries[1].id;
+        let s = &pack[e.offset as usize..(e.offset + e.length) as usize];
+        assert!(open_blob(&keys, &e, s, &PackId::of(&pack)).is_err());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let keys = MasterSecrets::generate().unwrap().keys();
+        let (pack, _) = pack_of(&keys, &[b"hello", b"world"]);
+        for n in 0..pack.len() {
+            assert!(read_trailer(&keys.file, &pack[..n], "p").is_err());
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The local index: a RocksDB cache mapping blob id to its place in a pack
+//! (format-spec.md §12 "Local cache"). The repository is the truth; this is
+//! rebuilt from index files, or from pack trailers by `repair index`.
+//!
+//! Keys: `b` ‖ blob id → pack id [32] ‖ kind u8 ‖ offset u32 ‖ length u32 ‖
+//! raw length u32; `p` ‖ pack id → pack length u64; `i` ‖ index file name →
+//! empty (the index files already absorbed); `m` ‖ "repo" → repository id.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{Options, WriteBatch, DB};
+
+use crate::error::{Error, Result};
+use crate::format::indexfile::PackListing;
+use crate::format::pack::BlobEntry;
+use crate::format::BlobKind;
+use crate::id::{BlobId, FileId, PackId, RepoId};
+
+/// Bumped when the cache's key layout changes; a cache with another schema
+/// is wiped and rebuilt.
+const SCHEMA: &[u8] = b"arca-cache-1";
+/// How many cache instances may be open at once (one per concurrent process
+/// on this host; RocksDB allows one writer per directory).
+const SLOTS: usize = 8;
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The pack.
+    pub pack: PackId,
+    /// The blob's entry in that pack.
+    pub entry: BlobEntry,
+}
+
+/// An open cache instance.
+pub struct IndexCache {
+    db: DB,
+    dir: PathBuf,
+}
+
+fn blob_key(id: &BlobId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = b'b';
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn pack_key(id: &PackId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = b'p';
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn encode_location(pack: &PackId, e: &BlobEntry) -> [u8; 45] {
+    let mut v = [0u8; 45];
+    v[..32].copy_from_slice(&pack.0);
+    v[32] = e.kind as u8;
+    v[33..37].copy_from_slice(&e.offset.to_le_bytes());
+    v[37..41].copy_from_slice(&e.length.to_le_bytes());
+    v[41..45].copy_from_slice(&e.raw_length.to_le_bytes());
+    v
+}
+
+fn decode_location(id: &BlobId, v: &[u8]) -> Result<Location> {
+    if v.len() != 45 {
+        return Err(Error::Cache(format!(
+            "entry for blob {id} has length {}",
+            v.len()
+        )));
+    }
+    let u = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    let mut p = [0u8; 32];
+    p.copy_from_slice(&v[..32]);
+    let kind = BlobKind::from_u8(v[32]).map_err(|e| Error::Cache(e.to_string()))?;
+    Ok(Location {
+        pack: FileId(p),
+        entry: BlobEntry {
+            kind,
+            id: *id,
+            offset: u(33),
+            length: u(37),
+            raw_length: u(41),
+        },
+    })
+}
+
+impl IndexCache {
+    /// Opens the first free cache slot for repository `repo` under `root`,
+    /// wiping a slot that belongs to another repository or schema.
+    pub fn open(root: &Path, repo: &RepoId) -> Result<Self> {
+        let base = root.join(repo.to_hex());
+        std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+        let mut last = None;
+        for slot in 0..SLOTS {
+            let dir = base.join(format!("index.{slot}"));
+            match Self::open_dir(&dir, repo) {
+                Ok(c) => return Ok(c),
+                Err(Error::Cache(m)) if m.to_lowercase().contains("lock") => last = Some(m),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Cache(format!(
+            "all {SLOTS} cache slots under {} are in use: {}",
+            base.display(),
+            last.unwrap_or_default()
+        )))
+    }
+
+    fn options() -> Options {
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.set_max_open_files(256);
+        o.set_keep_log_file_num(2);
+        o.set_write_buffer_size(16 << 20);
+        o
+    }
+
+    fn open_dir(dir: &Path, repo: &RepoId) -> Result<Self> {
+        let db = DB::open(&Self::options(), dir)?;
+        let ok = db.get(b"mrepo")?.as_deref() == Some(&repo.0[..])
+            && db.get(b"mschema")?.as_deref() == Some(SCHEMA);
+        let cache = IndexCache {
+            db,
+            dir: dir.to_path_buf(),
+        };
+        if ok {
+            return Ok(cache);
+        }
+        let cache = cache.wipe()?;
+        cache.db.put(b"mrepo", repo.0)?;
+        cache.db.put(b"mschema", SCHEMA)?;
+        Ok(cache)
+    }
+
+    /// Deletes every entry (keeps the repository binding if `repo` given).
+    pub fn wipe(self) -> Result<Self> {
+        let dir = self.dir.clone();
+        drop(self.db);
+        DB::destroy(&Options::default(), &dir)?;
+        let db = DB::open(&Self::options(), &dir)?;
+        Ok(IndexCache { db, dir })
+    }
+
+    /// Removes every blob, pack and index-file entry, keeping the binding.
+    pub fn clear(&self) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for prefix in [b'b', b'p', b'i'] {
+            b.delete_range([prefix], [prefix + 1]);
+        }
+        self.db.write(b)?;
+        Ok(())
+    }
+
+    /// The directory of this cache instance.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where `id` is stored, if the cache knows it.
+    pub fn get(&self, id: &BlobId) -> Result<Option<Location>> {
+        match self.db.get_pinned(blob_key(id))? {
+            Some(v) => Ok(Some(decode_location(id, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// True when the cache knows `id`.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let k = blob_key(id);
+        if !self.db.key_may_exist(k) {
+            return Ok(false);
+        }
+        Ok(self.db.get_pinned(k)?.is_some())
+    }
+
+    /// True when the cache knows pack `id`.
+    pub fn has_pack(&self, id: &PackId) -> Result<bool> {
+        Ok(self.db.get_pinned(pack_key(id))?.is_some())
+    }
+
+    /// Records the packs of one index file, and the file as absorbed, in one
+    /// atomic batch.
+    pub fn add_index_file(&self, name: &str, packs: &[PackListing]) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for p in packs {
+            b.put(pack_key(&p.id), p.length.to_le_bytes());
+            for e in &p.blobs {
+                b.put(blob_key(&e.id), encode_location(&p.id, e));
+            }
+        }
+        let mut k = vec![b'i'];
+        k.extend_from_slice(name.as_bytes());
+        b.put(k, []);
+        self.db.write(b)?;
+        Ok(())
+    }
+
+    /// Names of the index files absorbed so far.
+    pub fn seen_index_files(&self) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        for kv in self.db.prefix_iterator(b"i") {
+            let (k, _) = kv?;
+            if k.first() != Some(&b'i') {
+                break;
+            }
+            out.insert(String::from_utf8_lossy(&k[1..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Every known pack and its length.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut out = Vec::new();
+        for kv in self.db.prefix_iterator(b"p") {
+            let (k, v) = kv?;
+            if k.first() != Some(&b'p') {
+                break;
+            }
+            if k.len() != 33 || v.len() != 8 {
+                return Err(Error::Cache("malformed pack entry".into()));
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[1..]);
+            let mut l = [0u8; 8];
+            l.copy_from_slice(&v);
+            out.push((FileId(id), u64::from_le_bytes(l)));
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with every known blob location.
+    pub fn for_each_blob(&self, mut f: impl FnMut(Location) -> Result<()>) -> Result<()> {
+        for kv in self.db.prefix_iterator(b"b") {
+            let (k, v) = kv?;
+            if k.first() != Some(&b'b') {
+                break;
+            }
+            if k.len() != 33 {
+                return Err(Error::Cache("malformed blob key".into()));
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[1..]);
+            f(decode_location(&BlobId(id), &v)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_get_and_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoId([1; 32]);
+        let c = IndexCache::open(dir.path(), &repo).unwrap();
+        let e = BlobEntry {
+            kind: BlobKind::Data,
+            id: BlobId([2; 32]),
+            offset: 8,
+            length: 100,
+            raw_length: 60,
+        };
+        let p = PackListing {
+            id: FileId([3; 32]),
+            length: 500,
+            blobs: vec![e],
+        };
+        c.add_index_file("abc", &[p]).unwrap();
+        assert_eq!(c.get(&e.id).unwrap().unwrap().entry, e);
+        assert!(c.contains(&e.id).unwrap());
+        assert!(!c.contains(&BlobId([9; 32])).unwrap());
+        assert!(c.seen_index_files().unwrap().contains("abc"));
+        assert_eq!(c.packs().unwrap(), vec![(FileId([3; 32]), 500)]);
+
+        // A second instance while the first is open takes the next slot.
+        let c2 = IndexCache::open(dir.path(), &repo).unwrap();
+        assert_ne!(c.dir(), c2.dir());
+
+        c.clear().unwrap();
+        assert!(c.get(&e.id).unwrap().is_none());
+        assert!(c.seen_index_files().unwrap().is_empty());
+    }
+}

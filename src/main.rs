@@ -1,0 +1,713 @@
+//! The `arca` command line: parses flags, calls the library, prints text or
+//! JSON, and maps errors to exit codes (README "Exit codes").
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arca::backend::LocalBackend;
+use arca::commands::{self, backup, check, parse_time, repair, restore, snapshots, Progress};
+use arca::crypto::KdfParams;
+use arca::error::exit;
+use arca::format::config::ChunkerParams;
+use arca::repository::{default_cache_root, IndexedRepository, InitOptions, Repository};
+use arca::{lock, Error};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "arca",
+    version,
+    about = "Encrypted, deduplicating archive store for SaaS account data"
+)]
+struct Cli {
+    /// Repository directory.
+    #[arg(short = 'r', long, env = "ARCA_REPOSITORY", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "ARCA_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use its first output line as the password.
+    #[arg(long, env = "ARCA_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Local cache directory (default: $XDG_CACHE_HOME/arca or ~/.cache/arca).
+    #[arg(long, env = "ARCA_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Never show a progress bar.
+    #[arg(long, global = true)]
+    no_progress: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a repository.
+    Init {
+        /// Smallest chunk in bytes.
+        #[arg(long, default_value_t = ChunkerParams::DEFAULT.min)]
+        chunk_min: u32,
+        /// Average chunk in bytes.
+        #[arg(long, default_value_t = ChunkerParams::DEFAULT.avg)]
+        chunk_avg: u32,
+        /// Largest chunk in bytes.
+        #[arg(long, default_value_t = ChunkerParams::DEFAULT.max)]
+        chunk_max: u32,
+        /// zstd level (1-22; negative levels are faster).
+        #[arg(long, default_value_t = arca::format::config::DEFAULT_ZSTD_LEVEL, allow_hyphen_values = true)]
+        compression: i32,
+        /// Target pack size in MiB.
+        #[arg(long, default_value_t = 16)]
+        pack_size_mib: u32,
+    },
+    /// Manage the repository's password keys.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Back up paths as a snapshot of an account.
+    Backup {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Account the data belongs to.
+        #[arg(long)]
+        account: String,
+        /// Tag the snapshot (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Snapshot time (RFC 3339, or YYYY-MM-DDTHH:MM:SS in UTC); default now.
+        #[arg(long)]
+        time: Option<String>,
+        /// Read every file, even those the parent snapshot shows unchanged.
+        #[arg(long)]
+        force: bool,
+        /// Host name to record.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List snapshots.
+    Snapshots {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only snapshots with this tag (repeatable: all must match).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Only snapshots before this time.
+        #[arg(long)]
+        before: Option<String>,
+        /// Only snapshots at or after this time.
+        #[arg(long)]
+        after: Option<String>,
+        /// Only the newest N snapshots of each account.
+        #[arg(long)]
+        latest: Option<usize>,
+    },
+    /// Restore a snapshot (or paths of it) into a directory.
+    Restore {
+        /// Snapshot id (or unique prefix), or "latest".
+        snapshot: String,
+        /// Directory to restore into.
+        #[arg(long)]
+        target: PathBuf,
+        /// Restore only this path of the snapshot (repeatable).
+        #[arg(long)]
+        include: Vec<String>,
+        /// With "latest": the account whose latest snapshot to restore.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Verify the repository's structure, and with --read-data every byte.
+    Check {
+        /// Read and verify every pack.
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read and verify a random subset of packs, e.g. 10%.
+        #[arg(long, value_name = "P%")]
+        read_data_subset: Option<String>,
+    },
+    /// Repair the repository.
+    Repair {
+        #[command(subcommand)]
+        cmd: RepairCmd,
+    },
+    /// Remove stale locks (or all locks with --force).
+    Unlock {
+        /// Remove every lock, even live ones.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the whole job end to end on built-in sample data.
+    Demo {
+        /// Working directory (new or empty); default: a new temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Days of data to generate and back up.
+        #[arg(long, default_value_t = 5)]
+        days: u32,
+        /// Data scale: 1.0 is about 100 MB per day.
+        #[arg(long, default_value_t = 0.2)]
+        scale: f64,
+        /// Keep the working directory afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Add a key with a new password.
+    Add {
+        /// Read the new password from this file instead of prompting.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List keys.
+    List,
+    /// Remove a key (not the last one, nor the one in use).
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the password of the key in use.
+    Passwd {
+        /// Read the new password from this file instead of prompting.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepairCmd {
+    /// Rebuild the index from pack trailers alone.
+    Index,
+}
+
+/// A CLI failure: a library error, or a usage problem found here.
+enum Fail {
+    Lib(Error),
+    Usage(String),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail::Lib(e)
+    }
+}
+
+type CliResult<T> = std::result::Result<T, Fail>;
+
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(cli: &Cli, bytes: bool) -> Self {
+        if cli.json || cli.quiet || cli.no_progress || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let tpl = if bytes {
+            "{msg:>14} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+        } else {
+            "{msg:>14} [{bar:30}] {pos}/{len} ETA {eta}"
+        };
+        let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        if let Ok(s) = ProgressStyle::with_template(tpl) {
+            pb.set_style(s.progress_chars("=> "));
+        }
+        Bar(Some(pb))
+    }
+}
+
+impl Progress for Bar {
+    fn set_total(&self, n: u64) {
+        if let Some(p) = &self.0 {
+            p.set_length(n);
+        }
+    }
+    fn inc(&self, n: u64) {
+        if let Some(p) = &self.0 {
+            p.inc(n);
+        }
+    }
+    fn message(&self, m: &str) {
+        if let Some(p) = &self.0 {
+            p.set_message(m.to_string());
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            p.finish_and_clear();
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+fn read_password_file(p: &PathBuf) -> CliResult<String> {
+    let s = std::fs::read_to_string(p).map_err(|e| Fail::Lib(Error::io(p, e)))?;
+    Ok(first_line(&s))
+}
+
+/// The password: --password-file, --password-command, $ARCA_PASSWORD, or a
+/// prompt without echo when stdin is a terminal.
+fn password(cli: &Cli) -> CliResult<String> {
+    if let Some(p) = &cli.password_file {
+        return read_password_file(p);
+    }
+    if let Some(c) = &cli.password_command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| Fail::Usage(format!("--password-command: {e}")))?;
+        if !out.status.success() {
+            return Err(Fail::Usage(format!(
+                "--password-command exited with {}",
+                out.status
+            )));
+        }
+        return Ok(first_line(&String::from_utf8_lossy(&out.stdout)));
+    }
+    if let Ok(p) = std::env::var("ARCA_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password("repository password: ")
+            .map_err(|e| Fail::Usage(format!("cannot read password: {e}")));
+    }
+    Err(Fail::Usage(
+        "no password: set ARCA_PASSWORD, --password-file or --password-command, or run on a terminal".into(),
+    ))
+}
+
+fn new_password(file: &Option<PathBuf>, cli: &Cli, for_init: bool) -> CliResult<String> {
+    if let Some(f) = file {
+        return read_password_file(f);
+    }
+    if for_init {
+        return password(cli);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Fail::Usage(
+            "give the new password with --new-password-file".into(),
+        ));
+    }
+    let a = rpassword::prompt_password("new password: ").map_err(|e| Fail::Usage(e.to_string()))?;
+    let b = rpassword::prompt_password("repeat new password: ")
+        .map_err(|e| Fail::Usage(e.to_string()))?;
+    if a != b {
+        return Err(Fail::Usage("the passwords differ".into()));
+    }
+    Ok(a)
+}
+
+fn backend(cli: &Cli) -> CliResult<Arc<LocalBackend>> {
+    let dir = cli.repo.clone().ok_or_else(|| {
+        Fail::Usage("no repository: give --repo DIR or set ARCA_REPOSITORY".into())
+    })?;
+    Ok(Arc::new(LocalBackend::new(dir)))
+}
+
+fn open(cli: &Cli) -> CliResult<Repository> {
+    let b = backend(cli)?;
+    let pw = password(cli)?;
+    Ok(Repository::open(b, pw.as_bytes())?)
+}
+
+fn indexed(cli: &Cli, repo: Repository) -> CliResult<IndexedRepository> {
+    let root = cli.cache_dir.clone().unwrap_or_else(default_cache_root);
+    Ok(repo.open_index(&root)?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> CliResult<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Fail::Usage(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn say(cli: &Cli, s: &str) {
+    if !cli.quiet && !cli.json {
+        println!("{s}");
+    }
+}
+
+fn run(cli: &Cli) -> CliResult<i32> {
+    match &cli.cmd {
+        Cmd::Init {
+            chunk_min,
+            chunk_avg,
+            chunk_max,
+            compression,
+            pack_size_mib,
+        } => {
+            let b = backend(cli)?;
+            let pw = password(cli)?;
+            let opts = InitOptions {
+                chunker: ChunkerParams {
+                    min: *chunk_min,
+                    avg: *chunk_avg,
+                    max: *chunk_max,
+                    normalization: ChunkerParams::DEFAULT.normalization,
+                },
+                zstd_level: *compression,
+                pack_target: pack_size_mib.saturating_mul(1 << 20),
+                kdf: KdfParams::DEFAULT,
+            };
+            let repo = Repository::init(b.clone(), pw.as_bytes(), &opts)?;
+            if cli.json {
+                print_json(
+                    &serde_json::json!({"id": repo.config().id.to_hex(), "location": b.location_string()}),
+                )?;
+            } else {
+                say(
+                    cli,
+                    &format!(
+                        "created arca repository {} at {}",
+                        repo.config().id.short(),
+                        b.location_string()
+                    ),
+                );
+            }
+        }
+        Cmd::Key { cmd } => {
+            let mut repo = open(cli)?;
+            match cmd {
+                KeyCmd::Add { new_password_file } => {
+                    let pw = new_password(new_password_file, cli, false)?;
+                    let id = repo.add_key(pw.as_bytes(), KdfParams::DEFAULT)?;
+                    say(cli, &format!("added key {id}"));
+                }
+                KeyCmd::List => {
+                    let keys = repo.list_keys()?;
+                    if cli.json {
+                        print_json(&keys)?;
+                    } else {
+                        println!("{:<2} {:<12} {:<20} Host", "", "ID", "Created");
+                        for k in keys {
+                            println!(
+                                "{:<2} {:<12} {:<20} {}",
+                                if k.current { "*" } else { "" },
+                                &k.id[..12.min(k.id.len())],
+                                commands::format_time(k.created, 0),
+                                k.host
+                            );
+                        }
+                    }
+                }
+                KeyCmd::Remove { id } => {
+                    let removed = repo.remove_key(id, false)?;
+                    say(cli, &format!("removed key {removed}"));
+                }
+                KeyCmd::Passwd { new_password_file } => {
+                    let pw = new_password(new_password_file, cli, false)?;
+                    let id = repo.change_password(pw.as_bytes(), KdfParams::DEFAULT)?;
+                    say(cli, &format!("password changed; new key {id}"));
+                }
+            }
+        }
+        Cmd::Backup {
+            paths,
+            account,
+            tags,
+            time,
+            force,
+            host,
+        } => {
+            let time = time.as_deref().map(parse_time).transpose()?;
+            for p in paths {
+                if std::fs::symlink_metadata(p).is_err() {
+                    return Err(Fail::Lib(Error::MissingPath(p.clone())));
+                }
+            }
+            let repo = open(cli)?;
+            let _lock = lock::acquire(&repo, false, "backup")?;
+            let repo = indexed(cli, repo)?;
+            let bar = Bar::new(cli, true);
+            let out = backup::backup(
+                &repo,
+                &backup::BackupOptions {
+                    paths: paths.clone(),
+                    account: account.clone(),
+                    tags: tags.clone(),
+                    time,
+                    force: *force,
+                    host: host.clone(),
+                },
+                &bar,
+            )?;
+            drop(bar);
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            let s = &out.snapshot.summary;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "id": out.id.to_hex(),
+                    "time": commands::format_time(out.snapshot.time, out.snapshot.nanos),
+                    "account": out.snapshot.account,
+                    "summary": s,
+                    "warnings": out.warnings,
+                }))?;
+            } else {
+                say(
+                    cli,
+                    &format!(
+                        "snapshot {} saved: {} files ({} new, {} changed, {} unchanged), {:.2} MB read, {:.2} MB added, {:.2} MB stored in {:.1} s",
+                        out.id.short(),
+                        s.total_files,
+                        s.files_new,
+                        s.files_changed,
+                        s.files_unchanged,
+                        s.bytes_read as f64 / 1e6,
+                        s.bytes_added as f64 / 1e6,
+                        s.bytes_stored as f64 / 1e6,
+                        s.duration_ms as f64 / 1000.0
+                    ),
+                );
+            }
+            if !out.warnings.is_empty() {
+                return Ok(exit::PARTIAL);
+            }
+        }
+        Cmd::Snapshots {
+            account,
+            tags,
+            before,
+            after,
+            latest,
+        } => {
+            let f = snapshots::Filter {
+                account: account.clone(),
+                tags: tags.clone(),
+                before: before.as_deref().map(parse_time).transpose()?.map(|t| t.0),
+                after: after.as_deref().map(parse_time).transpose()?.map(|t| t.0),
+                latest: *latest,
+            };
+            let repo = open(cli)?;
+            let rows = snapshots::list(&repo, &f)?;
+            if cli.json {
+                print_json(&rows)?;
+            } else {
+                print!("{}", snapshots::table(&rows));
+            }
+        }
+        Cmd::Restore {
+            snapshot,
+            target,
+            include,
+            account,
+        } => {
+            let repo = open(cli)?;
+            let _lock = lock::acquire(&repo, false, "restore")?;
+            let repo = indexed(cli, repo)?;
+            let (id, snap) = repo.find_snapshot(snapshot, account.as_deref())?;
+            let bar = Bar::new(cli, true);
+            let st = restore::restore(
+                &repo,
+                &snap.tree,
+                &restore::RestoreOptions {
+                    target: target.clone(),
+                    include: include.clone(),
+                },
+                &bar,
+            )?;
+            drop(bar);
+            if cli.json {
+                print_json(&serde_json::json!({"snapshot": id.to_hex(), "stats": st}))?;
+            } else {
+                say(
+                    cli,
+                    &format!(
+                        "restored snapshot {} to {}: {} files, {} dirs, {:.2} MB",
+                        id.short(),
+                        target.display(),
+                        st.files,
+                        st.dirs,
+                        st.bytes as f64 / 1e6
+                    ),
+                );
+            }
+        }
+        Cmd::Check {
+            read_data,
+            read_data_subset,
+        } => {
+            let mode = match (read_data, read_data_subset) {
+                (true, _) => check::ReadData::All,
+                (false, Some(p)) => {
+                    let v: f64 = p
+                        .trim_end_matches('%')
+                        .parse()
+                        .ok()
+                        .filter(|v: &f64| (0.0..=100.0).contains(v))
+                        .ok_or_else(|| {
+                            Fail::Usage(format!("--read-data-subset wants a percentage, got {p:?}"))
+                        })?;
+                    check::ReadData::Subset(v)
+                }
+                _ => check::ReadData::None,
+            };
+            let repo = open(cli)?;
+            let _lock = lock::acquire(&repo, false, "check")?;
+            let repo = indexed(cli, repo)?;
+            let bar = Bar::new(cli, true);
+            let rep = check::check(&repo, mode, &bar)?;
+            drop(bar);
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                for w in &rep.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for e in &rep.errors {
+                    eprintln!("error: {e}");
+                }
+                say(
+                    cli,
+                    &format!(
+                        "checked {} snapshots, {} trees, {} data blobs, {} packs ({} read, {:.1} MB): {}",
+                        rep.snapshots,
+                        rep.trees,
+                        rep.data_blobs,
+                        rep.packs,
+                        rep.packs_read,
+                        rep.bytes_read as f64 / 1e6,
+                        if rep.ok() {
+                            "no errors".to_string()
+                        } else {
+                            format!("{} errors", rep.errors.len())
+                        }
+                    ),
+                );
+            }
+            if !rep.ok() {
+                return Ok(exit::DAMAGE);
+            }
+        }
+        Cmd::Repair {
+            cmd: RepairCmd::Index,
+        } => {
+            let repo = open(cli)?;
+            let _lock = lock::acquire(&repo, true, "repair index")?;
+            let repo = indexed(cli, repo)?;
+            let bar = Bar::new(cli, false);
+            let rep = repair::repair_index(&repo, &bar)?;
+            drop(bar);
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                for p in &rep.unreadable_packs {
+                    eprintln!("warning: {p}");
+                }
+                say(
+                    cli,
+                    &format!(
+                        "index rebuilt from {} packs ({} blobs): {} index files written, {} removed",
+                        rep.packs, rep.blobs, rep.index_files_written, rep.index_files_removed
+                    ),
+                );
+            }
+        }
+        Cmd::Unlock { force } => {
+            let repo = open(cli)?;
+            let removed = lock::unlock(&repo, *force)?;
+            if cli.json {
+                let v: Vec<String> = removed.iter().map(|l| l.describe()).collect();
+                print_json(&v)?;
+            } else {
+                for l in &removed {
+                    say(cli, &format!("removed {}", l.describe()));
+                }
+                say(cli, &format!("{} lock(s) removed", removed.len()));
+            }
+        }
+        Cmd::Demo {
+            dir,
+            days,
+            scale,
+            keep,
+        } => {
+            let (dir, temp) = match dir {
+                Some(d) => (d.clone(), false),
+                None => {
+                    let d = std::env::temp_dir().join(format!("arca-demo-{}", std::process::id()));
+                    (d, true)
+                }
+            };
+            let opts = arca::demo::DemoOptions {
+                dir: dir.clone(),
+                days: *days,
+                scale: *scale,
+                password: "arca-demo".into(),
+            };
+            let r = arca::demo::run(&opts, &mut |s| say(cli, s));
+            if temp && !keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            } else {
+                say(
+                    cli,
+                    &format!("demo files kept in {} (password: arca-demo)", dir.display()),
+                );
+            }
+            r?;
+            say(cli, "demo finished: every step succeeded");
+        }
+    }
+    Ok(exit::OK)
+}
+
+trait LocationString {
+    fn location_string(&self) -> String;
+}
+impl LocationString for LocalBackend {
+    fn location_string(&self) -> String {
+        arca::backend::Backend::location(self)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    // First Ctrl-C: ask the operation to stop cleanly (locks released,
+    // nothing half-committed). Second: leave at once.
+    let mut hits = 0u32;
+    let _ = ctrlc::set_handler(move || {
+        hits += 1;
+        commands::request_interrupt();
+        if hits > 1 {
+            std::process::exit(exit::INTERRUPTED);
+        }
+    });
+    let code = match run(&cli) {
+        Ok(c) => c,
+        Err(Fail::Lib(e)) => {
+            eprintln!("arca: error: {e}");
+            e.exit_code()
+        }
+        Err(Fail::Usage(m)) => {
+            eprintln!("arca: error: {m}");
+            exit::USAGE
+        }
+    };
+    let _ = std::io::stdout().flush();
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

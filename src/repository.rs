@@ -1,0 +1,543 @@
+//! A repository opened with a password: keys, config, stored objects and
+//! snapshots (format-spec.md §1–§8). [`IndexedRepository`] adds the local
+//! index, which reading blobs and writing need.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::backend::{is_not_found, Backend, FileKind};
+use crate::chunk::Chunker;
+use crate::crypto::{KdfParams, Keys, MasterSecrets};
+use crate::error::{Error, Result};
+use crate::format::config::{ChunkerParams, Config, Operation};
+use crate::format::indexfile::{self, PackListing};
+use crate::format::keyfile::{self, KeyInfo};
+use crate::format::pack::{self, FOOTER_LEN};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::format::{check_header, limits, open_file, seal_file, BlobKind, ObjectType, HEADER_LEN};
+use crate::id::{BlobId, FileId, PackId, RepoId, SnapshotId};
+use crate::index::{IndexCache, Location};
+
+/// Options for a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Chunker parameters.
+    pub chunker: ChunkerParams,
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Target pack size.
+    pub pack_target: u32,
+    /// Argon2id parameters of the first key.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::DEFAULT,
+            zstd_level: crate::format::config::DEFAULT_ZSTD_LEVEL,
+            pack_target: crate::format::config::DEFAULT_PACK_TARGET,
+            kdf: KdfParams::DEFAULT,
+        }
+    }
+}
+
+/// A key file as listed by `key list`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyListing {
+    /// The key file's id.
+    pub id: String,
+    /// Creation time, unix seconds.
+    pub created: i64,
+    /// Host that created it.
+    pub host: String,
+    /// True for the key this process opened the repository with.
+    pub current: bool,
+}
+
+/// An open repository: its storage, keys and config.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: Keys,
+    master: MasterSecrets,
+    config: Config,
+    key_name: String,
+    chunker: Chunker,
+}
+
+fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// Seconds since the unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn new_key_file(password: &[u8], kdf: KdfParams, master: &MasterSecrets) -> Result<Vec<u8>> {
+    let mut salt = [0u8; 32];
+    crate::crypto::fill_random(&mut salt)?;
+    let info = KeyInfo {
+        kdf,
+        salt,
+        created: now_unix(),
+        host: hostname(),
+    };
+    keyfile::encode(&info, password, master)
+}
+
+impl Repository {
+    /// Creates a repository. Refuses a location that already holds one.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
+        if !backend.list(FileKind::Config)?.is_empty() {
+            return Err(Error::AlreadyExists(backend.location()));
+        }
+        opts.chunker.validate()?;
+        backend.create()?;
+        let master = MasterSecrets::generate()?;
+        let mut id = [0u8; 32];
+        crate::crypto::fill_random(&mut id)?;
+        let mut config = Config::new(RepoId(id));
+        config.chunker = opts.chunker;
+        config.zstd_level = opts.zstd_level;
+        config.pack_target = opts.pack_target;
+        let keys = master.keys();
+        // The key first, the config last: a repository exists once its config
+        // does, and by then a key can open it.
+        let kf = new_key_file(password, opts.kdf, &master)?;
+        let key_name = FileId::of(&kf).to_hex();
+        backend.write(FileKind::Key, &key_name, &kf)?;
+        let cf = seal_file(&keys.file, ObjectType::Config, &config.encode())?;
+        backend.write(FileKind::Config, "config", &cf)?;
+        let chunker = Chunker::new(config.chunker, keys.gear_table())?;
+        Ok(Repository {
+            backend,
+            keys,
+            master,
+            config,
+            key_name,
+            chunker,
+        })
+    }
+
+    /// Opens a repository with a password.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let cf = match backend.read(FileKind::Config, "config") {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => return Err(Error::NoRepository(backend.location())),
+            Err(e) => return Err(e),
+        };
+        if cf.len() as u64 > limits::MAX_SMALL_FILE {
+            return Err(Error::corrupt("config", "larger than the limit"));
+        }
+        // Refuse a newer format before asking the keys anything.
+        check_header(&cf, ObjectType::Config, "config")?;
+        let mut names: Vec<String> = backend
+            .list(FileKind::Key)?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(Error::corrupt("keys", "the repository has no key files"));
+        }
+        let mut found = None;
+        for name in &names {
+            let bytes = backend.read(FileKind::Key, name)?;
+            match keyfile::open(&bytes, password, &format!("key {name}")) {
+                Ok(m) => {
+                    found = Some((name.clone(), m));
+                    break;
+                }
+                Err(Error::WrongPassword) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let (key_name, master) = found.ok_or(Error::WrongPassword)?;
+        let keys = master.keys();
+        let body = open_file(&keys.file, ObjectType::Config, &cf, "config")?;
+        let config = Config::decode(&body)?;
+        let chunker = Chunker::new(config.chunker, keys.gear_table())?;
+        Ok(Repository {
+            backend,
+            keys,
+            master,
+            config,
+            key_name,
+            chunker,
+        })
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+    /// The working keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The chunker configured for this repository.
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+    /// Refuses `op` if the config requires features this binary lacks.
+    pub fn check_features(&self, op: Operation) -> Result<()> {
+        self.config.check_features(op)
+    }
+
+    /// Adds a key file for `password`; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        let kf = new_key_file(password, kdf, &self.master)?;
+        let name = FileId::of(&kf).to_hex();
+        self.backend.write(FileKind::Key, &name, &kf)?;
+        Ok(name)
+    }
+
+    /// Lists the key files.
+    pub fn list_keys(&self) -> Result<Vec<KeyListing>> {
+        let mut out = Vec::new();
+        for l in self.backend.list(FileKind::Key)? {
+            let bytes = self.backend.read(FileKind::Key, &l.name)?;
+            let (info, _) = keyfile::decode_info(&bytes, &format!("key {}", l.name))?;
+            out.push(KeyListing {
+                current: l.name == self.key_name,
+                id: l.name,
+                created: info.created,
+                host: info.host,
+            });
+        }
+        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(out)
+    }
+
+    /// Removes a key file given by id or unique prefix. The last key and the
+    /// key in use are refused (use `key passwd` to replace the current one).
+    pub fn remove_key(&self, prefix: &str, allow_current: bool) -> Result<String> {
+        let keys = self.list_keys()?;
+        let matches: Vec<&KeyListing> = keys.iter().filter(|k| k.id.starts_with(prefix)).collect();
+        let k = match matches.as_slice() {
+            [k] => *k,
+            [] => return Err(Error::Invalid(format!("no key matches {prefix:?}"))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "key prefix {prefix:?} is ambiguous"
+                )))
+            }
+        };
+        if keys.len() == 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the last key: the repository would be unreadable".into(),
+            ));
+        }
+        if k.current && !allow_current {
+            return Err(Error::Invalid(
+                "refusing to remove the key in use; use `arca key passwd`".into(),
+            ));
+        }
+        self.backend.remove(FileKind::Key, &k.id)?;
+        Ok(k.id.clone())
+    }
+
+    /// Replaces the key in use with one for `new_password`: writes the new
+    /// key durably first, then removes the old one.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<String> {
+        let new = self.add_key(new_password, kdf)?;
+        let old = std::mem::replace(&mut self.key_name, new.clone());
+        self.backend.remove(FileKind::Key, &old)?;
+        Ok(new)
+    }
+
+    /// Reads and opens a sealed file object, checking its name is the hash
+    /// of its bytes.
+    pub fn read_object(
+        &self,
+        kind: FileKind,
+        ty: ObjectType,
+        name: &str,
+        max: u64,
+    ) -> Result<Vec<u8>> {
+        let what = format!("{} {name}", kind.dir());
+        let size = self.backend.size(kind, name)?;
+        if size > max {
+            return Err(Error::corrupt(
+                &what,
+                format!("{size} bytes is over the limit of {max}"),
+            ));
+        }
+        let bytes = self.backend.read(kind, name)?;
+        if FileId::of(&bytes).to_hex() != name {
+            return Err(Error::corrupt(
+                &what,
+                "contents do not hash to the file name",
+            ));
+        }
+        open_file(&self.keys.file, ty, &bytes, &what)
+    }
+
+    /// Seals and writes a file object named by its hash; returns the name.
+    pub fn write_object(&self, kind: FileKind, ty: ObjectType, body: &[u8]) -> Result<FileId> {
+        let bytes = seal_file(&self.keys.file, ty, body)?;
+        let id = FileId::of(&bytes);
+        self.backend.write(kind, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Loads one snapshot.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let body = self.read_object(
+            FileKind::Snapshot,
+            ObjectType::Snapshot,
+            &id.to_hex(),
+            limits::MAX_SNAPSHOT_FILE,
+        )?;
+        Snapshot::decode(&body, &format!("snapshot {id}"))
+    }
+
+    /// Loads every snapshot, sorted by time then id.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let names = self.backend.list(FileKind::Snapshot)?;
+        let mut out = names
+            .par_iter()
+            .map(|l| {
+                let id = FileId::from_hex(&l.name).map_err(|_| {
+                    Error::corrupt(format!("snapshots/{}", l.name), "not a snapshot file name")
+                })?;
+                Ok((id, self.load_snapshot(&id)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| (a.1.time, a.1.nanos, a.0).cmp(&(b.1.time, b.1.nanos, b.0)));
+        Ok(out)
+    }
+
+    /// Resolves "latest" (optionally within an account) or an id prefix.
+    pub fn find_snapshot(
+        &self,
+        spec: &str,
+        account: Option<&str>,
+    ) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.snapshots()?;
+        let mut cands: Vec<(SnapshotId, Snapshot)> = all
+            .into_iter()
+            .filter(|(_, s)| account.is_none_or(|a| s.account == a))
+            .collect();
+        if spec == "latest" {
+            return cands.pop().ok_or_else(|| {
+                Error::Invalid(match account {
+                    Some(a) => format!("no snapshot for account {a:?}"),
+                    None => "the repository has no snapshots".into(),
+                })
+            });
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        cands.retain(|(id, _)| id.to_hex().starts_with(&spec_l));
+        match cands.len() {
+            1 => Ok(cands.remove(0)),
+            0 => Err(Error::Invalid(format!("no snapshot matches {spec:?}"))),
+            n => Err(Error::Invalid(format!(
+                "snapshot prefix {spec:?} matches {n} snapshots"
+            ))),
+        }
+    }
+
+    /// Opens the local index cache under `cache_root` and brings it up to
+    /// date with the repository's index files.
+    pub fn open_index(self, cache_root: &Path) -> Result<IndexedRepository> {
+        let cache = IndexCache::open(cache_root, &self.config.id)?;
+        let r = IndexedRepository { repo: self, cache };
+        r.sync_index()?;
+        Ok(r)
+    }
+
+    /// Reads every blob entry of a pack from its trailer (two range reads).
+    pub fn read_pack_listing(&self, id: &PackId, length: u64) -> Result<PackListing> {
+        let name = id.to_hex();
+        let what = format!("pack {name}");
+        if length < (HEADER_LEN + FOOTER_LEN) as u64 {
+            return Err(Error::corrupt(&what, "shorter than header and footer"));
+        }
+        if length > limits::MAX_PACK_SIZE {
+            return Err(Error::corrupt(&what, "larger than the pack size limit"));
+        }
+        let head = self
+            .backend
+            .read_range(FileKind::Pack, &name, 0, HEADER_LEN as u64)?;
+        check_header(&head, ObjectType::Pack, &what)?;
+        let footer = self.backend.read_range(
+            FileKind::Pack,
+            &name,
+            length - FOOTER_LEN as u64,
+            FOOTER_LEN as u64,
+        )?;
+        let (off, tlen) = pack::trailer_location(&footer, length, &what)?;
+        let sealed = self
+            .backend
+            .read_range(FileKind::Pack, &name, off, u64::from(tlen))?;
+        let blobs = pack::decode_trailer(&self.keys.file, &sealed, off, &what)?;
+        Ok(PackListing {
+            id: *id,
+            length,
+            blobs,
+        })
+    }
+}
+
+/// A repository with an up-to-date local index: the state needed to read
+/// blobs and to start a write session.
+pub struct IndexedRepository {
+    repo: Repository,
+    cache: IndexCache,
+}
+
+impl std::ops::Deref for IndexedRepository {
+    type Target = Repository;
+    fn deref(&self) -> &Repository {
+        &self.repo
+    }
+}
+
+impl IndexedRepository {
+    /// The local index.
+    pub fn cache(&self) -> &IndexCache {
+        &self.cache
+    }
+
+    /// Absorbs index files the cache has not seen. If an index file the cache
+    /// absorbed is gone from the repository (replaced by `repair index` or a
+    /// future prune), the cache is cleared and rebuilt from the index files.
+    pub fn sync_index(&self) -> Result<usize> {
+        let listed: Vec<String> = self
+            .repo
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let present: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let mut seen = self.cache.seen_index_files()?;
+        if seen.iter().any(|s| !present.contains(s.as_str())) {
+            self.cache.clear()?;
+            seen.clear();
+        }
+        let todo: Vec<&String> = listed.iter().filter(|n| !seen.contains(*n)).collect();
+        let loaded = todo
+            .par_iter()
+            .map(|name| Ok((name.as_str(), self.read_index_file(name)?)))
+            .collect::<Result<Vec<_>>>()?;
+        for (name, packs) in &loaded {
+            self.cache.add_index_file(name, packs)?;
+        }
+        Ok(loaded.len())
+    }
+
+    /// Reads one index file.
+    pub fn read_index_file(&self, name: &str) -> Result<Vec<PackListing>> {
+        let body = self.repo.read_object(
+            FileKind::Index,
+            ObjectType::Index,
+            name,
+            limits::MAX_INDEX_FILE,
+        )?;
+        indexfile::decode(&body, &format!("index {name}"))
+    }
+
+    /// Writes an index file listing `packs` and absorbs it into the cache.
+    pub fn write_index_file(&self, packs: &[PackListing]) -> Result<FileId> {
+        let id = self.repo.write_object(
+            FileKind::Index,
+            ObjectType::Index,
+            &indexfile::encode(packs),
+        )?;
+        self.cache.add_index_file(&id.to_hex(), packs)?;
+        Ok(id)
+    }
+
+    /// Where a blob is stored.
+    pub fn locate(&self, id: &BlobId) -> Result<Location> {
+        self.cache.get(id)?.ok_or_else(|| {
+            Error::corrupt(
+                format!("blob {id}"),
+                "not in the index: missing from the repository",
+            )
+        })
+    }
+
+    /// Reads, opens and verifies a blob at a known location.
+    pub fn read_blob_at(&self, loc: &Location) -> Result<Vec<u8>> {
+        let sealed = self.repo.backend.read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            u64::from(loc.entry.offset),
+            u64::from(loc.entry.length),
+        )?;
+        pack::open_blob(&self.repo.keys, &loc.entry, &sealed, &loc.pack)
+    }
+
+    /// Reads, opens and verifies a blob of the expected kind.
+    pub fn read_blob(&self, id: &BlobId, kind: BlobKind) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        if loc.entry.kind != kind {
+            return Err(Error::corrupt(
+                format!("blob {id}"),
+                format!(
+                    "is a {} blob, expected {}",
+                    loc.entry.kind.name(),
+                    kind.name()
+                ),
+            ));
+        }
+        self.read_blob_at(&loc)
+    }
+
+    /// Reads and decodes a tree.
+    pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
+        let body = self.read_blob(id, BlobKind::Tree)?;
+        Tree::decode(&body, &format!("tree {id}"))
+    }
+
+    /// Packs in storage that no absorbed index file lists: left by a backup
+    /// that was interrupted after writing them. Returns their listings, read
+    /// from their trailers; unreadable ones are returned as errors.
+    pub fn unindexed_packs(&self) -> Result<Vec<Result<PackListing>>> {
+        let listed = self.repo.backend.list(FileKind::Pack)?;
+        let mut todo = Vec::new();
+        for l in listed {
+            let id = match FileId::from_hex(&l.name) {
+                Ok(id) => id,
+                Err(_) => continue,
+            };
+            if !self.cache.has_pack(&id)? {
+                todo.push((id, l.size));
+            }
+        }
+        Ok(todo
+            .par_iter()
+            .map(|(id, size)| self.repo.read_pack_listing(id, *size))
+            .collect())
+    }
+}
+
+/// The default cache root: `$ARCA_CACHE_DIR`, else `$XDG_CACHE_HOME/arca`,
+/// else `~/.cache/arca`, else a directory under the system temp dir.
+pub fn default_cache_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("ARCA_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("arca");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("arca");
+    }
+    std::env::temp_dir().join("arca-cache")
+}
