@@ -1,0 +1,574 @@
+//! End-to-end tests through the `arca` binary.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn several_days_back_up_and_restore_identically() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    for day in 0..4 {
+        gen(&src, day, 0.02);
+        let t = format!("2024-03-0{}T02:00:00", day + 1);
+        e.ok(&[
+            "backup",
+            src.to_str().unwrap(),
+            "--account",
+            "acme",
+            "--tag",
+            "daily",
+            "--time",
+            &t,
+        ]);
+    }
+    let snaps = e.snapshots_json();
+    assert_eq!(snaps.len(), 4);
+    for (i, s) in snaps.iter().enumerate() {
+        assert_eq!(s["account"], "acme");
+        assert_eq!(s["time"], format!("2024-03-0{}T02:00:00Z", i + 1));
+        assert_eq!(s["tags"], serde_json::json!(["daily"]));
+        assert_eq!(s["paths"][0], src.canonicalize().unwrap().to_str().unwrap());
+        assert_eq!(s["id"].as_str().unwrap().len(), 64);
+        assert_eq!(s["summary"]["total_files"], 9);
+    }
+    // Day 1 onwards: every file was rewritten with new content.
+    assert_eq!(snaps[1]["summary"]["files_changed"], 9);
+
+    let out = e.path("out-latest");
+    e.ok(&[
+        "restore",
+        "latest",
+        "--account",
+        "acme",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    same_tree(&src, &out);
+
+    // An older snapshot by id prefix equals that day regenerated.
+    let day1 = e.path("day1");
+    gen(&day1, 1, 0.02);
+    let out1 = e.path("out-1");
+    let prefix = &snaps[1]["id"].as_str().unwrap()[..10];
+    e.ok(&["restore", prefix, "--target", out1.to_str().unwrap()]);
+    same_tree(&day1, &out1);
+
+    // One path only.
+    let part = e.path("out-part");
+    e.ok(&[
+        "restore",
+        "latest",
+        "--include",
+        "orders.csv",
+        "--target",
+        part.to_str().unwrap(),
+    ]);
+    let names: Vec<_> = std::fs::read_dir(&part)
+        .unwrap()
+        .map(|d| d.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("orders.csv")]);
+    assert_eq!(
+        std::fs::read(part.join("orders.csv")).unwrap(),
+        std::fs::read(src.join("orders.csv")).unwrap()
+    );
+
+    // A path the snapshot lacks is a clear error with its own code.
+    e.expect(
+        &[
+            "restore",
+            "latest",
+            "--include",
+            "nope.csv",
+            "--target",
+            part.to_str().unwrap(),
+        ],
+        13,
+    );
+
+    e.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn unchanged_files_are_taken_from_the_parent() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.02);
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    let out: serde_json::Value =
+        serde_json::from_str(&e.ok(&["backup", src.to_str().unwrap(), "--account", "a", "--json"]))
+            .unwrap();
+    assert_eq!(out["summary"]["files_unchanged"], 9);
+    assert_eq!(out["summary"]["bytes_read"], 0);
+    assert_eq!(out["summary"]["blobs_added"], 0);
+    let forced: serde_json::Value = serde_json::from_str(&e.ok(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--account",
+        "a",
+        "--json",
+        "--force",
+    ]))
+    .unwrap();
+    assert!(forced["summary"]["bytes_read"].as_u64().unwrap() > 1_000_000);
+    assert_eq!(
+        forced["summary"]["blobs_added"], 0,
+        "re-read content dedups to nothing new"
+    );
+}
+
+#[test]
+fn snapshot_filters() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.01);
+    let s = src.to_str().unwrap();
+    e.ok(&[
+        "backup",
+        s,
+        "--account",
+        "a",
+        "--time",
+        "2024-01-01T00:00:00Z",
+        "--tag",
+        "x",
+    ]);
+    e.ok(&[
+        "backup",
+        s,
+        "--account",
+        "a",
+        "--time",
+        "2024-01-02 00:00:00",
+    ]);
+    e.ok(&[
+        "backup",
+        s,
+        "--account",
+        "b",
+        "--time",
+        "2024-01-03T01:00:00+01:00",
+        "--tag",
+        "x",
+    ]);
+    let q = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["snapshots", "--json"];
+        a.extend_from_slice(args);
+        let v: Vec<serde_json::Value> = serde_json::from_str(&e.ok(&a)).unwrap();
+        v.iter()
+            .map(|s| s["time"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(q(&[]).len(), 3);
+    assert_eq!(q(&["--account", "a"]).len(), 2);
+    assert_eq!(
+        q(&["--tag", "x"]),
+        vec!["2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z"]
+    );
+    assert_eq!(
+        q(&["--before", "2024-01-02T00:00:00"]),
+        vec!["2024-01-01T00:00:00Z"]
+    );
+    assert_eq!(q(&["--after", "2024-01-02T00:00:00Z"]).len(), 2);
+    assert_eq!(
+        q(&["--latest", "1"]),
+        vec!["2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z"]
+    );
+    let table = e.ok(&["snapshots"]);
+    assert!(table.contains("3 snapshot(s)"), "{table}");
+    e.expect(&["snapshots", "--before", "last tuesday"], 1);
+}
+
+#[test]
+fn wrong_password_missing_repo_and_missing_path_have_their_codes() {
+    let e = Env::new();
+    e.expect(&["snapshots"], 10);
+    e.init();
+    let o = e
+        .cmd(&["snapshots"])
+        .env("ARCA_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(12),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong password"));
+    e.expect(&["backup", "/definitely/not/here", "--account", "a"], 13);
+    e.expect(&["init"], 1);
+    e.expect(&["backup"], 2);
+    // Password from a file and from a command.
+    let pf = e.path("pw");
+    std::fs::write(&pf, format!("{PASSWORD}\n")).unwrap();
+    let o = e
+        .cmd(&["snapshots", "--password-file", pf.to_str().unwrap()])
+        .env_remove("ARCA_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let o = e
+        .cmd(&[
+            "snapshots",
+            "--password-command",
+            &format!("echo '{PASSWORD}'"),
+        ])
+        .env_remove("ARCA_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn two_backups_at_once_from_two_processes_are_both_valid() {
+    let e = Env::new();
+    e.init();
+    let (a, b) = (e.path("a"), e.path("b"));
+    gen(&a, 0, 0.1);
+    gen(&b, 3, 0.1);
+    let mut pa = e
+        .cmd(&["backup", a.to_str().unwrap(), "--account", "a"])
+        .spawn()
+        .unwrap();
+    let mut pb = e
+        .cmd(&["backup", b.to_str().unwrap(), "--account", "b"])
+        .spawn()
+        .unwrap();
+    assert!(pa.wait().unwrap().success());
+    assert!(pb.wait().unwrap().success());
+    assert_eq!(e.snapshots_json().len(), 2);
+    e.ok(&["check", "--read-data"]);
+    for (acct, src) in [("a", &a), ("b", &b)] {
+        let out = e.path(&format!("out-{acct}"));
+        e.ok(&[
+            "restore",
+            "latest",
+            "--account",
+            acct,
+            "--target",
+            out.to_str().unwrap(),
+        ]);
+        same_tree(src, &out);
+    }
+}
+
+#[test]
+fn kill_during_backup_leaves_a_valid_repository_and_the_next_backup_reuses_packs() {
+    // A clean reference for the stored size.
+    let clean = Env::new();
+    clean.ok(&["init", "--pack-size-mib", "1"]);
+    let src = clean.path("src");
+    gen(&src, 0, 0.3);
+    clean.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    let clean_bytes = pack_bytes(&clean.repo());
+
+    let mut reused_somewhere = false;
+    for (i, delay_ms) in [60u64, 150, 250, 400, 700].into_iter().enumerate() {
+        let e = Env::new();
+        e.ok(&["init", "--pack-size-mib", "1"]);
+        let mut child = e
+            .cmd(&["backup", src.to_str().unwrap(), "--account", "a"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        let after_kill = packs(&e.repo()).len();
+        // The repository is readable and checks clean (unindexed packs are
+        // only warnings), whatever the moment of the kill.
+        e.ok(&["check"]);
+        let out: serde_json::Value = serde_json::from_str(&e.ok(&[
+            "backup",
+            src.to_str().unwrap(),
+            "--account",
+            "a",
+            "--json",
+        ]))
+        .unwrap();
+        e.ok(&["check", "--read-data"]);
+        let restored = e.path("out");
+        e.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+        same_tree(&src, &restored);
+        let total = pack_bytes(&e.repo());
+        // Nothing stored twice: packs adopted from the killed run are reused.
+        assert!(
+            total <= clean_bytes + clean_bytes / 50 + 64 * 1024,
+            "run {i}: {total} bytes stored vs {clean_bytes} for a clean backup"
+        );
+        if status.code().is_none() && after_kill > 0 {
+            assert!(out["summary"]["bytes_stored"].as_u64().unwrap() < clean_bytes);
+            reused_somewhere = true;
+        }
+    }
+    assert!(
+        reused_somewhere,
+        "at least one kill landed after a pack was written"
+    );
+}
+
+#[test]
+fn flipped_byte_is_found_by_read_data_and_named() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.02);
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    // The data pack is the larger one; flip a byte in its middle (inside a blob).
+    let victim = packs(&e.repo())
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&victim, &bytes).unwrap();
+    let name = victim.file_name().unwrap().to_str().unwrap().to_string();
+
+    let o = e.run(&["check", "--read-data"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains(&name), "names the pack: {err}");
+    assert!(err.contains("snapshot "), "names the snapshot: {err}");
+    assert!(err.contains(".csv"), "names the file: {err}");
+
+    let out = e.path("out");
+    let o = e.run(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(14),
+        "restore refuses damaged data: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn truncated_pack_is_reported_by_check() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.02);
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    let victim = packs(&e.repo())
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let len = std::fs::metadata(&victim).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .unwrap();
+    f.set_len(len / 3).unwrap();
+    let o = e.run(&["check"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(victim.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn repair_index_rebuilds_from_packs_alone() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    for day in 0..2 {
+        gen(&src, day, 0.02);
+        e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    }
+    for f in std::fs::read_dir(e.repo().join("index")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    std::fs::remove_dir_all(e.cache()).unwrap();
+    // Without an index, check sees every blob as missing.
+    e.expect(&["check"], 4);
+    let out = e.ok(&["repair", "index"]);
+    assert!(out.contains("index rebuilt"), "{out}");
+    e.ok(&["check", "--read-data"]);
+    let restored = e.path("out");
+    e.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    same_tree(&src, &restored);
+    // Another client whose cache still lists the old index files rebuilds it.
+    e.ok(&["repair", "index"]);
+    e.ok(&["check"]);
+}
+
+#[test]
+fn a_locked_repository_gives_exit_11_and_unlock_clears_stale_locks() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.01);
+    let backend = std::sync::Arc::new(arca::backend::LocalBackend::new(e.repo()));
+    let repo = arca::repository::Repository::open(backend, PASSWORD.as_bytes()).unwrap();
+    {
+        let _held = arca::lock::acquire(&repo, true, "prune").unwrap();
+        let o = e.run(&["backup", src.to_str().unwrap(), "--account", "a"]);
+        assert_eq!(o.status.code(), Some(11));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("locked") && err.contains("prune"), "{err}");
+        // unlock without --force leaves a live lock alone.
+        e.ok(&["unlock"]);
+        e.expect(&["backup", src.to_str().unwrap(), "--account", "a"], 11);
+    }
+    // A shared lock does not block another shared lock, only exclusive ones.
+    {
+        let _held = arca::lock::acquire(&repo, false, "backup").unwrap();
+        e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+        e.expect(&["repair", "index"], 11);
+    }
+    assert!(std::fs::read_dir(e.repo().join("locks"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn keys_add_list_remove_and_passwd() {
+    let e = Env::new();
+    e.init();
+    let pw2 = e.path("pw2");
+    std::fs::write(&pw2, "second password\n").unwrap();
+    e.ok(&["key", "add", "--new-password-file", pw2.to_str().unwrap()]);
+    let keys: Vec<serde_json::Value> =
+        serde_json::from_str(&e.ok(&["key", "list", "--json"])).unwrap();
+    assert_eq!(keys.len(), 2);
+    let other = keys.iter().find(|k| k["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The new password opens the repository.
+    let o = e
+        .cmd(&["snapshots"])
+        .env("ARCA_PASSWORD", "second password")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    // The key in use cannot be removed, the other can; the last never.
+    let current = keys.iter().find(|k| k["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.expect(&["key", "remove", &current[..12]], 1);
+    e.ok(&["key", "remove", &other[..12]]);
+    let o = e
+        .cmd(&["snapshots"])
+        .env("ARCA_PASSWORD", "second password")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(12));
+    // passwd: the old password stops working, the new one works.
+    let pw3 = e.path("pw3");
+    std::fs::write(&pw3, "third\n").unwrap();
+    e.ok(&[
+        "key",
+        "passwd",
+        "--new-password-file",
+        pw3.to_str().unwrap(),
+    ]);
+    e.expect(&["snapshots"], 12);
+    let o = e
+        .cmd(&["snapshots"])
+        .env("ARCA_PASSWORD", "third")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let o = e
+        .cmd(&["key", "list", "--json"])
+        .env("ARCA_PASSWORD", "third")
+        .output()
+        .unwrap();
+    let keys: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(keys.len(), 1);
+    let o = e
+        .cmd(&["key", "remove", &keys[0]["id"].as_str().unwrap()[..12]])
+        .env("ARCA_PASSWORD", "third")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "the last key is never removed");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("last key"));
+}
+
+#[test]
+fn a_newer_format_version_is_refused_clearly() {
+    let e = Env::new();
+    e.init();
+    let cfg = e.repo().join("config");
+    let mut b = std::fs::read(&cfg).unwrap();
+    b[4] = 2; // format version, little-endian u16 at bytes 4..6
+    std::fs::write(&cfg, &b).unwrap();
+    let o = e.run(&["snapshots"]);
+    assert_eq!(o.status.code(), Some(16));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("version 2") && err.contains("upgrade"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_source_file_gives_exit_3_and_a_valid_snapshot() {
+    // /proc/self/mem fails with EIO when read from offset 0, even for root,
+    // which ignores permission bits.
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.01);
+    let o = e.run(&[
+        "backup",
+        src.to_str().unwrap(),
+        "/proc/self/mem",
+        "--account",
+        "a",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("mem"), "names the file: {err}");
+    let snaps = e.snapshots_json();
+    assert_eq!(snaps[0]["summary"]["errors"], 1);
+    assert_eq!(snaps[0]["summary"]["total_files"], 9);
+    e.ok(&["check", "--read-data"]);
+    let out = e.path("out");
+    e.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out.join("src"));
+}
+
+#[test]
+fn symlinks_and_nested_directories_round_trip() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src.join("apps/crm/records"), 0, 0.01);
+    std::os::unix::fs::symlink("apps/crm/records/orders.csv", src.join("latest-orders")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", src.join("dangling")).unwrap();
+    std::fs::write(src.join("empty.json"), b"").unwrap();
+    std::fs::set_permissions(
+        src.join("empty.json"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    let out = e.path("out");
+    e.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out);
+    let part = e.path("part");
+    e.ok(&[
+        "restore",
+        "latest",
+        "--include",
+        "apps/crm",
+        "--target",
+        part.to_str().unwrap(),
+    ]);
+    same_tree(&src.join("apps/crm"), &part.join("apps/crm"));
+}

@@ -1,0 +1,113 @@
+//! Shared helpers for the integration tests: a scratch repository and a way
+//! to run the real `arca` binary against it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arca::demo::gen::{generate_day, GenOptions};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// A command for the arca binary with repository, password and cache
+    /// set through the environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_arca"));
+        c.args(args)
+            .env("ARCA_REPOSITORY", self.repo())
+            .env("ARCA_PASSWORD", PASSWORD)
+            .env("ARCA_CACHE_DIR", self.cache())
+            .env_remove("ARCA_PASSWORD_FILE")
+            .env_remove("ARCA_PASSWORD_COMMAND");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run arca")
+    }
+
+    /// Runs and asserts the exit code; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.expect(args, 0)
+    }
+
+    pub fn expect(&self, args: &[&str], code: i32) -> String {
+        let o = self.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "arca {args:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn init(&self) {
+        self.ok(&["init"]);
+    }
+
+    pub fn snapshots_json(&self) -> Vec<serde_json::Value> {
+        let out = self.ok(&["snapshots", "--json"]);
+        serde_json::from_str(&out).expect("snapshots --json is a JSON array")
+    }
+}
+
+/// Writes generated account data for `day` into `dir` (scale 0.02: ~2 MB).
+pub fn gen(dir: &Path, day: u32, scale: f64) {
+    generate_day(dir, day, &GenOptions { scale, seed: 42 }).expect("generate");
+}
+
+pub fn same_tree(a: &Path, b: &Path) {
+    let d = arca::demo::compare_dirs(a, b).expect("compare");
+    assert!(d.is_empty(), "trees differ:\n{}", d.join("\n"));
+}
+
+/// All pack files of a local repository.
+pub fn packs(repo: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for sub in std::fs::read_dir(repo.join("data")).expect("data dir") {
+        let sub = sub.expect("entry").path();
+        for f in std::fs::read_dir(&sub).expect("sub") {
+            let p = f.expect("entry").path();
+            if !p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+            {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+pub fn pack_bytes(repo: &Path) -> u64 {
+    packs(repo)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
