@@ -293,6 +293,18 @@ mod tests {
         assert!(open(&k, b"aad", &s[..10], "t").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn seal_open_any(msg in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..5000),
+                         aad in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..64),
+                         key in proptest::arbitrary::any::<[u8; 32]>()) {
+            let k = Secret32::from_bytes(key);
+            let s = seal(&k, &aad, &msg).unwrap();
+            proptest::prop_assert_eq!(s.len(), msg.len() + SEAL_OVERHEAD);
+            proptest::prop_assert_eq!(open(&k, &aad, &s, "t").unwrap(), msg);
+        }
+    }
+
     #[test]
     fn two_seals_use_different_nonces() {
         let k = Secret32::from_bytes([1; 32]);

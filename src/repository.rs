@@ -217,7 +217,7 @@ impl Repository {
                 host: info.host,
             });
         }
-        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        out.sort_by_key(|k| (k.created, k.id.clone()));
         Ok(out)
     }
 
@@ -316,7 +316,7 @@ impl Repository {
                 Ok((id, self.load_snapshot(&id)?))
             })
             .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|a, b| (a.1.time, a.1.nanos, a.0).cmp(&(b.1.time, b.1.nanos, b.0)));
+        out.sort_by_key(|(id, s)| (s.time, s.nanos, *id));
         Ok(out)
     }
 

@@ -1,5 +1,7 @@
 //! End-to-end tests through the `arca` binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -571,4 +573,43 @@ fn symlinks_and_nested_directories_round_trip() {
         part.to_str().unwrap(),
     ]);
     same_tree(&src.join("apps/crm"), &part.join("apps/crm"));
+}
+
+#[test]
+fn ctrl_c_during_backup_exits_130_and_leaves_the_repository_valid() {
+    let e = Env::new();
+    e.ok(&["init", "--pack-size-mib", "1"]);
+    let src = e.path("src");
+    gen(&src, 0, 0.5);
+    let mut interrupted = false;
+    for delay_ms in [100u64, 300] {
+        let child = e
+            .cmd(&["backup", src.to_str().unwrap(), "--account", "a"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let pid = child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        match o.status.code() {
+            Some(130) => interrupted = true,
+            Some(0) => {}
+            other => panic!(
+                "unexpected exit {other:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        }
+        // The interrupted process released its lock: an exclusive operation
+        // can run at once.
+        e.ok(&["repair", "index"]);
+        e.ok(&["check"]);
+    }
+    assert!(interrupted, "at least one interrupt landed mid-backup");
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    let out = e.path("out");
+    e.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out);
 }

@@ -110,6 +110,10 @@ struct Job {
     size: u64,
 }
 
+/// A read job's result: its chunks and bytes read, or why the source could
+/// not be read.
+type JobResult = std::result::Result<(Vec<BlobId>, u64), String>;
+
 struct Scanner<'a> {
     repo: &'a IndexedRepository,
     force: bool,
@@ -241,7 +245,7 @@ fn store_file(
     job: &Job,
     progress: &dyn Progress,
     bytes_read: &AtomicU64,
-) -> Result<std::result::Result<(Vec<BlobId>, u64), String>> {
+) -> Result<JobResult> {
     let f = match File::open(&job.path) {
         Ok(f) => f,
         Err(e) => return Ok(Err(format!("{}: {e}", job.path.display()))),
@@ -290,7 +294,7 @@ struct Counts {
 fn store_dir(
     session: &WriteSession<'_>,
     entries: Vec<Entry>,
-    results: &mut [Option<std::result::Result<(Vec<BlobId>, u64), String>>],
+    results: &mut [Option<JobResult>],
     counts: &mut Counts,
 ) -> Result<BlobId> {
     let mut nodes = Vec::with_capacity(entries.len());
@@ -397,8 +401,7 @@ pub fn backup(
     let parent = repo
         .snapshots()?
         .into_iter()
-        .filter(|(_, s)| s.account == opts.account && s.paths == path_strings)
-        .next_back();
+        .rfind(|(_, s)| s.account == opts.account && s.paths == path_strings);
 
     progress.message("scanning");
     let mut scanner = Scanner {
@@ -457,7 +460,7 @@ pub fn backup(
     progress.set_total(jobs.iter().map(|j| j.size).sum());
     let bytes_read = AtomicU64::new(0);
     let warn = Mutex::new(Vec::new());
-    let mut results: Vec<Option<std::result::Result<(Vec<BlobId>, u64), String>>> = jobs
+    let mut results: Vec<Option<JobResult>> = jobs
         .par_iter()
         .map(|job| {
             let r = store_file(&session, job, progress, &bytes_read)?;

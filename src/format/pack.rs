@@ -280,6 +280,39 @@ mod tests {
         (pack, entries)
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_blobs_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3000), 0..12)) {
+            let keys = MasterSecrets::from_bytes(&[9u8; 96]).unwrap().keys();
+            let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+            let (pack, entries) = pack_of(&keys, &refs);
+            let got = read_trailer(&keys.file, &pack, "p").unwrap();
+            proptest::prop_assert_eq!(&got, &entries);
+            for (e, want) in got.iter().zip(&blobs) {
+                let s = &pack[e.offset as usize..(e.offset + e.length) as usize];
+                proptest::prop_assert_eq!(&open_blob(&keys, e, s, &PackId::of(&pack)).unwrap(), want);
+            }
+        }
+
+        #[test]
+        fn any_single_byte_flip_is_detected(pos in 0usize..10_000, bit in 0u8..8) {
+            let keys = MasterSecrets::from_bytes(&[9u8; 96]).unwrap().keys();
+            let (mut pack, entries) = pack_of(&keys, &[b"some,csv,row\n".repeat(40).as_slice()]);
+            let pos = pos % pack.len();
+            pack[pos] ^= 1 << bit;
+            let pid = PackId::of(&pack);
+            let ok = read_trailer(&keys.file, &pack, "p")
+                .ok()
+                .filter(|t| *t == entries)
+                .map(|t| {
+                    let e = &t[0];
+                    open_blob(&keys, e, &pack[e.offset as usize..(e.offset + e.length) as usize], &pid).is_ok()
+                })
+                .unwrap_or(false);
+            proptest::prop_assert!(!ok, "flip at {} went unnoticed", pos);
+        }
+    }
+
     #[test]
     fn pack_round_trip() {
         let keys = MasterSecrets::generate().unwrap().keys();

@@ -190,6 +190,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_tree_round_trips(names in proptest::collection::btree_set("[a-zA-Z0-9._-]{1,40}", 0..30),
+                                chunks in proptest::collection::vec(proptest::arbitrary::any::<[u8; 32]>(), 0..5),
+                                mtime in proptest::arbitrary::any::<i64>()) {
+            let nodes: Vec<Node> = names
+                .into_iter()
+                .filter(|n| valid_name(n.as_bytes()))
+                .enumerate()
+                .map(|(i, n)| {
+                    let kind = match i % 3 {
+                        0 => NodeKind::File { chunks: chunks.iter().map(|c| BlobId(*c)).collect() },
+                        1 => NodeKind::Dir { tree: BlobId([i as u8; 32]) },
+                        _ => NodeKind::Symlink { target: n.as_bytes().to_vec() },
+                    };
+                    Node { mtime, ..node(&n, kind) }
+                })
+                .collect();
+            let t = Tree { nodes };
+            proptest::prop_assert_eq!(Tree::decode(&t.encode(), "t").unwrap(), t);
+        }
+    }
+
     #[test]
     fn round_trip() {
         let t = Tree {

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: a scratch repository and a way
 //! to run the real `arca` binary against it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The project's entry points (README, first lines):
+#   scripts/run.sh demo [arca demo flags]   build and run the end-to-end demo
+#   scripts/run.sh test                     formatting, lints and every test
+# Both install the Debian packages the build needs when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One target directory outside the clone, reused by every clone and by CI on
+# the same machine; override with CARGO_TARGET_DIR.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/arca-target}"
+
+ensure_system_packages() {
+  local need=()
+  [ -e /usr/include/rocksdb/c.h ] || need+=(librocksdb-dev)
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+  command -v pkg-config >/dev/null || need+=(pkg-config)
+  command -v cc >/dev/null || need+=(gcc)
+  command -v c++ >/dev/null || need+=(g++)
+  [ -e /usr/include/fuse3/fuse.h ] || need+=(libfuse3-dev fuse3)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing system packages: ${need[*]}" >&2
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}" >&2
+  fi
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  demo)
+    ensure_system_packages
+    cargo build --release --locked
+    exec "$CARGO_TARGET_DIR/release/arca" demo "$@"
+    ;;
+  test)
+    ensure_system_packages
+    cargo fmt --all -- --check
+    cargo clippy --locked --all-targets -- -D warnings
+    cargo test --locked --all-targets
+    # The main job once more, through the test build of the binary.
+    "$CARGO_TARGET_DIR/debug/arca" demo --days 3 --scale 0.05
+    ;;
+  *)
+    echo "usage: scripts/run.sh demo|test" >&2
+    exit 2
+    ;;
+esac
