@@ -193,11 +193,7 @@ fn wrong_password_missing_repo_and_missing_path_have_their_codes() {
     let e = Env::new();
     e.expect(&["snapshots"], 10);
     e.init();
-    let o = e
-        .cmd(&["snapshots"])
-        .env("ARCA_PASSWORD", "wrong")
-        .output()
-        .unwrap();
+    let o = e.run_pw("wrong", &["snapshots"]);
     assert_eq!(
         o.status.code(),
         Some(12),
@@ -316,18 +312,25 @@ fn kill_during_backup_leaves_a_valid_repository_and_the_next_backup_reuses_packs
     );
 }
 
-#[test]
-fn flipped_byte_is_found_by_read_data_and_named() {
+/// A repository with one backup of generated data, and its largest pack
+/// (the data pack; the tree pack is much smaller).
+fn one_backup_and_its_data_pack() -> (Env, std::path::PathBuf) {
     let e = Env::new();
     e.init();
     let src = e.path("src");
     gen(&src, 0, 0.02);
     e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
-    // The data pack is the larger one; flip a byte in its middle (inside a blob).
     let victim = packs(&e.repo())
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();
+    (e, victim)
+}
+
+#[test]
+fn flipped_byte_is_found_by_read_data_and_named() {
+    let (e, victim) = one_backup_and_its_data_pack();
+    // Flip a byte in the middle of the data pack (inside a blob).
     let mut bytes = std::fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
@@ -354,15 +357,7 @@ fn flipped_byte_is_found_by_read_data_and_named() {
 
 #[test]
 fn truncated_pack_is_reported_by_check() {
-    let e = Env::new();
-    e.init();
-    let src = e.path("src");
-    gen(&src, 0, 0.02);
-    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
-    let victim = packs(&e.repo())
-        .into_iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let (e, victim) = one_backup_and_its_data_pack();
     let len = std::fs::metadata(&victim).unwrap().len();
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -450,11 +445,7 @@ fn keys_add_list_remove_and_passwd() {
         .unwrap()
         .to_string();
     // The new password opens the repository.
-    let o = e
-        .cmd(&["snapshots"])
-        .env("ARCA_PASSWORD", "second password")
-        .output()
-        .unwrap();
+    let o = e.run_pw("second password", &["snapshots"]);
     assert_eq!(o.status.code(), Some(0));
     // The key in use cannot be removed, the other can; the last never.
     let current = keys.iter().find(|k| k["current"] == true).unwrap()["id"]
@@ -463,11 +454,7 @@ fn keys_add_list_remove_and_passwd() {
         .to_string();
     e.expect(&["key", "remove", &current[..12]], 1);
     e.ok(&["key", "remove", &other[..12]]);
-    let o = e
-        .cmd(&["snapshots"])
-        .env("ARCA_PASSWORD", "second password")
-        .output()
-        .unwrap();
+    let o = e.run_pw("second password", &["snapshots"]);
     assert_eq!(o.status.code(), Some(12));
     // passwd: the old password stops working, the new one works.
     let pw3 = e.path("pw3");
@@ -479,24 +466,13 @@ fn keys_add_list_remove_and_passwd() {
         pw3.to_str().unwrap(),
     ]);
     e.expect(&["snapshots"], 12);
-    let o = e
-        .cmd(&["snapshots"])
-        .env("ARCA_PASSWORD", "third")
-        .output()
-        .unwrap();
+    let o = e.run_pw("third", &["snapshots"]);
     assert_eq!(o.status.code(), Some(0));
-    let o = e
-        .cmd(&["key", "list", "--json"])
-        .env("ARCA_PASSWORD", "third")
-        .output()
-        .unwrap();
+    let o = e.run_pw("third", &["key", "list", "--json"]);
     let keys: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(keys.len(), 1);
-    let o = e
-        .cmd(&["key", "remove", &keys[0]["id"].as_str().unwrap()[..12]])
-        .env("ARCA_PASSWORD", "third")
-        .output()
-        .unwrap();
+    let last = keys[0]["id"].as_str().unwrap();
+    let o = e.run_pw("third", &["key", "remove", &last[..12]]);
     assert_eq!(o.status.code(), Some(1), "the last key is never removed");
     assert!(String::from_utf8_lossy(&o.stderr).contains("last key"));
 }

@@ -44,6 +44,14 @@ impl Env {
         c
     }
 
+    /// Runs with another password than the default one.
+    pub fn run_pw(&self, password: &str, args: &[&str]) -> Output {
+        self.cmd(args)
+            .env("ARCA_PASSWORD", password)
+            .output()
+            .expect("run arca")
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run arca")
     }
