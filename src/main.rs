@@ -453,6 +453,11 @@ fn run(cli: &Cli) -> CliResult<i32> {
             for w in &out.warnings {
                 eprintln!("warning: {w}");
             }
+            if !cli.quiet {
+                for n in &out.notes {
+                    eprintln!("note: {n}");
+                }
+            }
             let s = &out.snapshot.summary;
             if cli.json {
                 print_json(&serde_json::json!({

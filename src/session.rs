@@ -81,6 +81,10 @@ pub struct WriteSession<'a> {
     unindexed: Mutex<Vec<PackListing>>,
     /// What this session added so far.
     pub stats: SessionStats,
+    /// Packs left by interrupted sessions that this one adopted.
+    pub adopted: usize,
+    /// Things about the repository worth telling the user (not errors).
+    pub notes: Vec<String>,
 }
 
 fn slot(kind: BlobKind) -> usize {
@@ -96,6 +100,7 @@ impl<'a> WriteSession<'a> {
     pub fn start(repo: &'a IndexedRepository) -> Result<Self> {
         repo.check_features(crate::format::config::Operation::Write)?;
         repo.sync_index()?;
+        let mut notes = Vec::new();
         let orphans: Vec<PackListing> = repo
             .unindexed_packs()?
             .into_iter()
@@ -104,11 +109,12 @@ impl<'a> WriteSession<'a> {
                 Err(e) => {
                     // A damaged orphan cannot hold anything a snapshot needs;
                     // leave it for check to report.
-                    eprintln!("warning: ignoring unreadable unindexed pack: {e}");
+                    notes.push(format!("ignoring unreadable unindexed pack: {e}"));
                     None
                 }
             })
             .collect();
+        let orphans_len = orphans.len();
         if !orphans.is_empty() {
             repo.write_index_file(&orphans)?;
         }
@@ -118,6 +124,8 @@ impl<'a> WriteSession<'a> {
             pending: Mutex::new(HashSet::new()),
             unindexed: Mutex::new(Vec::new()),
             stats: SessionStats::default(),
+            adopted: orphans_len,
+            notes,
         })
     }
 

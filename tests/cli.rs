@@ -264,33 +264,71 @@ fn kill_during_backup_leaves_a_valid_repository_and_the_next_backup_reuses_packs
     let clean = Env::new();
     clean.ok(&["init", "--pack-size-mib", "1"]);
     let src = clean.path("src");
-    gen(&src, 0, 0.3);
+    gen(&src, 0, 0.4);
     clean.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
     let clean_bytes = pack_bytes(&clean.repo());
 
     let mut reused_somewhere = false;
-    for (i, delay_ms) in [60u64, 150, 250, 400, 700].into_iter().enumerate() {
+    // Kill at fixed moments of the backup's progress: before any pack, after
+    // the first, mid-way (packs written but not yet indexed), just after the
+    // first index file (every 8 packs), and after a plain delay.
+    enum When {
+        Delay(u64),
+        Packs(usize),
+    }
+    let moments = [
+        When::Delay(20),
+        When::Packs(1),
+        When::Packs(3),
+        When::Packs(9),
+        When::Delay(700),
+    ];
+    for (i, when) in moments.into_iter().enumerate() {
         let e = Env::new();
         e.ok(&["init", "--pack-size-mib", "1"]);
         let mut child = e
             .cmd(&["backup", src.to_str().unwrap(), "--account", "a"])
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        match when {
+            When::Delay(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            When::Packs(n) => {
+                let t0 = std::time::Instant::now();
+                while packs(&e.repo()).len() < n
+                    && child.try_wait().unwrap().is_none()
+                    && t0.elapsed() < Duration::from_secs(60)
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
         let after_kill = packs(&e.repo()).len();
+        eprintln!(
+            "run {i}: exit {:?}, {after_kill} packs after the kill",
+            status.code()
+        );
         // The repository is readable and checks clean (unindexed packs are
         // only warnings), whatever the moment of the kill.
         e.ok(&["check"]);
-        let out: serde_json::Value = serde_json::from_str(&e.ok(&[
-            "backup",
-            src.to_str().unwrap(),
-            "--account",
-            "a",
-            "--json",
-        ]))
-        .unwrap();
+        let o = e.run(&["backup", src.to_str().unwrap(), "--account", "a", "--json"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        // Fewer than 8 packs means none was listed in an index file yet
+        // (index files come every 8 packs): all of them must be adopted.
+        if (1..8).contains(&after_kill) {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains(&format!("reused {after_kill} pack")),
+                "run {i}: {err}"
+            );
+        }
         e.ok(&["check", "--read-data"]);
         let restored = e.path("out");
         e.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);

@@ -58,6 +58,8 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// Source entries that could not be read (and were skipped).
     pub warnings: Vec<String>,
+    /// Notes about the repository (not failures), e.g. adopted packs.
+    pub notes: Vec<String>,
 }
 
 struct Meta {
@@ -518,10 +520,18 @@ pub fn backup(
         summary,
     };
     progress.message("committing");
+    let mut notes = session.notes.clone();
+    if session.adopted > 0 {
+        notes.push(format!(
+            "reused {} pack(s) left by an interrupted backup",
+            session.adopted
+        ));
+    }
     let id = session.commit(&snapshot)?;
     Ok(BackupOutcome {
         id,
         snapshot,
         warnings,
+        notes,
     })
 }

@@ -176,8 +176,10 @@ fn write_file(repo: &IndexedRepository, job: &FileJob, progress: &dyn Progress) 
         progress.inc(data.len() as u64);
     }
     drop(f);
-    set_mode(&job.path, &job.node)?;
+    // Times before mode: a mode without read permission would stop a
+    // non-root user from opening the file again to set its time.
     set_times(&job.path, &job.node)?;
+    set_mode(&job.path, &job.node)?;
     Ok(n)
 }
 
@@ -216,8 +218,8 @@ pub fn restore(
     w.dirs
         .sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().len()));
     for (p, node) in &w.dirs {
-        set_mode(p, node)?;
         set_times(p, node)?;
+        set_mode(p, node)?;
     }
     let mut stats = w.stats;
     stats.files = w.files.len() as u64;

@@ -1,0 +1,27 @@
+# arca adapter for the shared side-by-side harness (bench.py in the shared
+# workbench, which is not part of this repository):
+#
+#   ARCA_BIN=/var/tmp/arca-target/release/arca \
+#     ../shared/bench/peers.sh run --adapters "$PWD/benches/harness/arca_adapter.py" \
+#       --kind stockflow --scale 2 --days 4 --tools restic,borg,rustic,arca
+#
+# bench.py exec()s this file with CmdAdapter and PASSWORD in scope.
+import os
+
+_ARCA = os.environ.get("ARCA_BIN", "arca")
+
+ADAPTERS = {
+    "arca": CmdAdapter("arca", {
+        "version": _ARCA + " --version",
+        "init": _ARCA + " --repo {repo} init",
+        "backup": _ARCA + " --repo {repo} --no-progress backup --account bench --time '{ts}' {src}",
+        "snapshots": _ARCA + " --repo {repo} snapshots",
+        "restore": _ARCA + " --repo {repo} --no-progress restore latest --account bench --target {dst}",
+        "check": _ARCA + " --repo {repo} --no-progress check",
+        "check_full": _ARCA + " --repo {repo} --no-progress check --read-data",
+        # forget and prune come with the retention issue; until then this
+        # step fails visibly (rc != 0 in the table) instead of pretending.
+        "forget_prune": _ARCA + " --repo {repo} forget {keep} --prune",
+    }, env={"ARCA_PASSWORD": "{password}", "ARCA_CACHE_DIR": "{work}/cache"},
+        restored="{dst}", keep_fmt="--keep-{k} {v}"),
+}
