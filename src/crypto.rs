@@ -236,10 +236,11 @@ impl KdfParams {
         p: 4,
     };
     /// Upper limits accepted when reading a key file, so that a crafted key
-    /// file cannot make `open` allocate or spin without bound.
-    pub const MAX_M_KIB: u32 = 4 * 1024 * 1024;
+    /// file cannot make `open` allocate or spin without bound: at most
+    /// 1 GiB and 16 passes (about 30 s here), 16 and 5 times the defaults.
+    pub const MAX_M_KIB: u32 = 1024 * 1024;
     /// Largest accepted pass count.
-    pub const MAX_T: u32 = 64;
+    pub const MAX_T: u32 = 16;
     /// Largest accepted lane count.
     pub const MAX_P: u32 = 64;
 

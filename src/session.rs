@@ -228,6 +228,9 @@ impl<'a> WriteSession<'a> {
 
     /// Flushes, then writes the snapshot: the commit point (step 3).
     pub fn commit(self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        // Refuse before anything is made durable for it: a snapshot over the
+        // limits would be unreadable and block every later listing.
+        snapshot.validate()?;
         self.flush()?;
         self.repo
             .write_object(FileKind::Snapshot, ObjectType::Snapshot, &snapshot.encode())

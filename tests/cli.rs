@@ -627,3 +627,27 @@ fn ctrl_c_during_backup_exits_130_and_leaves_the_repository_valid() {
     e.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
     same_tree(&src, &out);
 }
+
+/// Regression: a tag over the spec's 4096-byte limit used to be written into
+/// a snapshot that every later `snapshots` and backup then failed to read.
+#[test]
+fn a_too_long_tag_is_refused_and_the_repository_stays_usable() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.01);
+    let tag = "t".repeat(4097);
+    let o = e.run(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--account",
+        "a",
+        "--tag",
+        &tag,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("limit is 4096"));
+    assert!(e.snapshots_json().is_empty());
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    e.ok(&["check"]);
+}

@@ -105,6 +105,43 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Checks every field against the limits of format-spec.md §3.3, so that
+    /// nothing is written that a reader would refuse.
+    pub fn validate(&self) -> Result<()> {
+        let long = |what: &str, v: &str, limit: u32| {
+            if v.len() > limit as usize {
+                Err(Error::Invalid(format!(
+                    "{what} is {} bytes; the limit is {limit}",
+                    v.len()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        long("account name", &self.account, limits::MAX_NAME)?;
+        long("host name", &self.host, limits::MAX_NAME)?;
+        long("program name", &self.program, limits::MAX_NAME)?;
+        for t in &self.tags {
+            long("tag", t, limits::MAX_NAME)?;
+        }
+        for p in &self.paths {
+            long("path", p, limits::MAX_PATH)?;
+        }
+        if self.tags.len() > limits::MAX_LIST as usize
+            || self.paths.len() > limits::MAX_LIST as usize
+        {
+            return Err(Error::Invalid(format!(
+                "at most {} tags and {} paths per snapshot",
+                limits::MAX_LIST,
+                limits::MAX_LIST
+            )));
+        }
+        if self.nanos >= 1_000_000_000 {
+            return Err(Error::Invalid("nanoseconds out of range".into()));
+        }
+        Ok(())
+    }
+
     /// Encodes the body (before sealing).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
@@ -185,6 +222,32 @@ impl Snapshot {
 mod tests {
     use super::*;
 
+    /// Regression: a 4097-byte tag was written, and then the repository's
+    /// snapshot listing (and every later backup) failed on it.
+    #[test]
+    fn what_validate_accepts_decode_accepts() {
+        let mut s = Snapshot {
+            time: 0,
+            nanos: 0,
+            account: "a".repeat(4096),
+            host: "h".into(),
+            program: "p".into(),
+            tags: vec!["t".repeat(4096)],
+            paths: vec!["/".into()],
+            tree: BlobId([1; 32]),
+            parent: None,
+            summary: Summary::default(),
+        };
+        s.validate().unwrap();
+        Snapshot::decode(&s.encode(), "s").unwrap();
+        s.tags.push("t".repeat(4097));
+        assert!(s.validate().is_err());
+        assert!(Snapshot::decode(&s.encode(), "s").is_err());
+        s.tags.pop();
+        s.account.push('a');
+        assert!(s.validate().is_err());
+    }
+
     #[test]
     fn round_trip_and_truncation() {
         let s = Snapshot {
@@ -203,6 +266,7 @@ mod tests {
                 ..Summary::default()
             },
         };
+        s.validate().unwrap();
         let b = s.encode();
         assert_eq!(Snapshot::decode(&b, "s").unwrap(), s);
         for n in 0..b.len() {
