@@ -3,8 +3,10 @@
 //! rebuilt from index files, or from pack trailers by `repair index`.
 //!
 //! Keys: `b` ‖ blob id → pack id [32] ‖ kind u8 ‖ offset u32 ‖ length u32 ‖
-//! raw length u32; `p` ‖ pack id → pack length u64; `i` ‖ index file name →
-//! empty (the index files already absorbed); `m` ‖ "repo" → repository id.
+//! raw length u32 (the blob's canonical copy); `P` ‖ pack id ‖ blob id → the
+//! same value (every blob of every pack, for iterating by pack); `p` ‖ pack
+//! id → pack length u64; `i` ‖ index file name → empty (the index files
+//! already absorbed); `m` ‖ "repo" → repository id.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use crate::id::{BlobId, FileId, PackId, RepoId};
 
 /// Bumped when the cache's key layout changes; a cache with another schema
 /// is wiped and rebuilt.
-const SCHEMA: &[u8] = b"arca-cache-1";
+const SCHEMA: &[u8] = b"arca-cache-2";
 /// How many cache instances may be open at once (one per concurrent process
 /// on this host; RocksDB allows one writer per directory).
 const SLOTS: usize = 8;
@@ -50,6 +52,14 @@ fn pack_key(id: &PackId) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = b'p';
     k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn pack_blob_key(pack: &PackId, id: &BlobId) -> [u8; 65] {
+    let mut k = [0u8; 65];
+    k[0] = b'P';
+    k[1..33].copy_from_slice(&pack.0);
+    k[33..].copy_from_slice(&id.0);
     k
 }
 
@@ -84,6 +94,17 @@ fn decode_location(id: &BlobId, v: &[u8]) -> Result<Location> {
             raw_length: u(41),
         },
     })
+}
+
+fn decode_pack(k: &[u8], v: &[u8]) -> Result<(PackId, u64)> {
+    if k.len() != 33 || v.len() != 8 {
+        return Err(Error::Cache("malformed pack entry".into()));
+    }
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&k[1..]);
+    let mut l = [0u8; 8];
+    l.copy_from_slice(v);
+    Ok((FileId(id), u64::from_le_bytes(l)))
 }
 
 impl IndexCache {
@@ -146,7 +167,7 @@ impl IndexCache {
     /// Removes every blob, pack and index-file entry, keeping the binding.
     pub fn clear(&self) -> Result<()> {
         let mut b = WriteBatch::default();
-        for prefix in [b'b', b'p', b'i'] {
+        for prefix in [b'b', b'p', b'i', b'P'] {
             b.delete_range([prefix], [prefix + 1]);
         }
         self.db.write(b)?;
@@ -175,6 +196,14 @@ impl IndexCache {
         Ok(self.db.get_pinned(k)?.is_some())
     }
 
+    /// The length of pack `id`, if the cache knows it.
+    pub fn pack_length(&self, id: &PackId) -> Result<Option<u64>> {
+        match self.db.get_pinned(pack_key(id))? {
+            Some(v) => Ok(Some(decode_pack(&pack_key(id), &v)?.1)),
+            None => Ok(None),
+        }
+    }
+
     /// True when the cache knows pack `id`.
     pub fn has_pack(&self, id: &PackId) -> Result<bool> {
         Ok(self.db.get_pinned(pack_key(id))?.is_some())
@@ -187,7 +216,9 @@ impl IndexCache {
         for p in packs {
             b.put(pack_key(&p.id), p.length.to_le_bytes());
             for e in &p.blobs {
-                b.put(blob_key(&e.id), encode_location(&p.id, e));
+                let v = encode_location(&p.id, e);
+                b.put(blob_key(&e.id), v);
+                b.put(pack_blob_key(&p.id, &e.id), v);
             }
         }
         let mut k = vec![b'i'];
@@ -218,15 +249,47 @@ impl IndexCache {
             if k.first() != Some(&b'p') {
                 break;
             }
-            if k.len() != 33 || v.len() != 8 {
-                return Err(Error::Cache("malformed pack entry".into()));
+            out.push(decode_pack(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with every pack (in pack id order) and all its blobs. Holds
+    /// one pack's entries in memory at a time.
+    pub fn for_each_pack(
+        &self,
+        mut f: impl FnMut(PackId, u64, Vec<BlobEntry>) -> Result<()>,
+    ) -> Result<()> {
+        for kv in self.db.prefix_iterator(b"p") {
+            let (k, v) = kv?;
+            if k.first() != Some(&b'p') {
+                break;
+            }
+            let (pack, length) = decode_pack(&k, &v)?;
+            let blobs = self.pack_blobs(&pack)?;
+            f(pack, length, blobs)?;
+        }
+        Ok(())
+    }
+
+    /// Every blob entry of one pack, in offset order.
+    pub fn pack_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
+        let mut prefix = vec![b'P'];
+        prefix.extend_from_slice(&pack.0);
+        let mut out = Vec::new();
+        for kv in self.db.prefix_iterator(&prefix) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if k.len() != 65 {
+                return Err(Error::Cache("malformed pack blob key".into()));
             }
             let mut id = [0u8; 32];
-            id.copy_from_slice(&k[1..]);
-            let mut l = [0u8; 8];
-            l.copy_from_slice(&v);
-            out.push((FileId(id), u64::from_le_bytes(l)));
+            id.copy_from_slice(&k[33..]);
+            out.push(decode_location(&BlobId(id), &v)?.entry);
         }
+        out.sort_by_key(|e| e.offset);
         Ok(out)
     }
 
@@ -275,6 +338,8 @@ mod tests {
         assert!(!c.contains(&BlobId([9; 32])).unwrap());
         assert!(c.seen_index_files().unwrap().contains("abc"));
         assert_eq!(c.packs().unwrap(), vec![(FileId([3; 32]), 500)]);
+        assert_eq!(c.pack_blobs(&FileId([3; 32])).unwrap(), vec![e]);
+        assert!(c.pack_blobs(&FileId([4; 32])).unwrap().is_empty());
 
         // A second instance while the first is open takes the next slot.
         let c2 = IndexCache::open(dir.path(), &repo).unwrap();

@@ -16,7 +16,9 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod lock;
+pub mod markset;
 pub mod repository;
+pub mod retention;
 pub mod session;
 
 pub use error::{Error, Result};

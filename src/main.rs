@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use arca::backend::LocalBackend;
-use arca::commands::{self, backup, check, parse_time, repair, restore, snapshots, Progress};
+use arca::commands::{
+    self, backup, check, parse_time, prune, repair, restore, snapshots, Progress,
+};
 use arca::crypto::KdfParams;
 use arca::error::exit;
 use arca::format::config::ChunkerParams;
@@ -134,6 +136,15 @@ enum Cmd {
         /// Read and verify a random subset of packs, e.g. 10%.
         #[arg(long, value_name = "P%")]
         read_data_subset: Option<String>,
+    },
+    /// Delete data no snapshot needs; repack packs with much unused data.
+    Prune {
+        /// Repack a pack when more than this share of it is unused (e.g. 10%).
+        #[arg(long, value_name = "P%", default_value = "10%")]
+        max_unused: String,
+        /// Show what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Repair the repository.
     Repair {
@@ -343,6 +354,62 @@ fn say(cli: &Cli, s: &str) {
     if !cli.quiet && !cli.json {
         println!("{s}");
     }
+}
+
+fn parse_percent(p: &str, flag: &str) -> CliResult<f64> {
+    p.trim()
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+        .filter(|v: &f64| (0.0..=100.0).contains(v))
+        .ok_or_else(|| Fail::Usage(format!("{flag} wants a percentage such as 10%, got {p:?}")))
+}
+
+fn mb(n: u64) -> f64 {
+    n as f64 / 1e6
+}
+
+fn run_prune(cli: &Cli, repo: &IndexedRepository, pct: f64, dry_run: bool) -> CliResult<()> {
+    let bar = Bar::new(cli, false);
+    let rep = prune::prune(
+        repo,
+        &prune::PruneOptions {
+            max_unused_pct: pct,
+            dry_run,
+        },
+        &bar,
+    )?;
+    drop(bar);
+    if cli.json {
+        return print_json(&rep);
+    }
+    say(
+        cli,
+        &format!(
+            "{}{} packs: {} kept, {} repacked into {}, {} deleted; {} blobs in use, {} unused removed, {} unused left ({:.2} MB)",
+            if dry_run { "dry run, nothing changed: " } else { "" },
+            rep.packs_before,
+            rep.packs_kept,
+            rep.packs_repacked,
+            rep.packs_written,
+            rep.packs_deleted,
+            rep.blobs_live,
+            rep.blobs_removed,
+            rep.blobs_unused_left,
+            mb(rep.bytes_unused_left)
+        ),
+    );
+    say(
+        cli,
+        &format!(
+            "{} {:.2} MB: {:.2} MB before, {:.2} MB after",
+            if dry_run { "would free" } else { "freed" },
+            mb(rep.bytes_freed),
+            mb(rep.bytes_before),
+            mb(rep.bytes_after)
+        ),
+    );
+    Ok(())
 }
 
 fn run(cli: &Cli) -> CliResult<i32> {
@@ -602,6 +669,16 @@ fn run(cli: &Cli) -> CliResult<i32> {
             if !rep.ok() {
                 return Ok(exit::DAMAGE);
             }
+        }
+        Cmd::Prune {
+            max_unused,
+            dry_run,
+        } => {
+            let pct = parse_percent(max_unused, "--max-unused")?;
+            let repo = open(cli)?;
+            let _lock = lock::acquire(&repo, true, "prune")?;
+            let repo = indexed(cli, repo)?;
+            run_prune(cli, &repo, pct, *dry_run)?;
         }
         Cmd::Repair {
             cmd: RepairCmd::Index,

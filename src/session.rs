@@ -79,6 +79,7 @@ pub struct WriteSession<'a> {
     packers: [Mutex<Packer>; 2],
     pending: Mutex<HashSet<BlobId>>,
     unindexed: Mutex<Vec<PackListing>>,
+    index_files: Mutex<Vec<String>>,
     /// What this session added so far.
     pub stats: SessionStats,
     /// Packs left by interrupted sessions that this one adopted.
@@ -123,6 +124,7 @@ impl<'a> WriteSession<'a> {
             packers: [Mutex::new(Packer::new()), Mutex::new(Packer::new())],
             pending: Mutex::new(HashSet::new()),
             unindexed: Mutex::new(Vec::new()),
+            index_files: Mutex::new(Vec::new()),
             stats: SessionStats::default(),
             adopted: orphans_len,
             notes,
@@ -162,12 +164,30 @@ impl<'a> WriteSession<'a> {
         self.stats
             .bytes_added
             .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.append(&sealed)?;
+        Ok(true)
+    }
+
+    /// Appends a blob already sealed (and verified) elsewhere, as is: a
+    /// sealed blob's associated data names only the pack format, its kind
+    /// and its id, so its bytes are valid in any pack. Used by prune to
+    /// repack; unlike [`WriteSession::add_blob`] it does not skip blobs the
+    /// index knows (that copy is the one being moved).
+    pub fn copy_blob(&self, sealed: &SealedBlob) -> Result<bool> {
+        if !lock(&self.pending).insert(sealed.id) {
+            return Ok(false);
+        }
+        self.append(sealed)?;
+        Ok(true)
+    }
+
+    fn append(&self, sealed: &SealedBlob) -> Result<()> {
         self.stats
             .bytes_stored
             .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
         let full = {
-            let mut p = lock(&self.packers[slot(kind)]);
-            p.append(&sealed)?;
+            let mut p = lock(&self.packers[slot(sealed.kind)]);
+            p.append(sealed)?;
             if p.full(self.repo.config().pack_target as usize) {
                 Some(std::mem::replace(&mut *p, Packer::new()))
             } else {
@@ -177,7 +197,18 @@ impl<'a> WriteSession<'a> {
         if let Some(p) = full {
             self.write_pack(p)?;
         }
-        Ok(true)
+        Ok(())
+    }
+
+    fn write_index(&self, packs: &[PackListing]) -> Result<()> {
+        let id = self.repo.write_index_file(packs)?;
+        lock(&self.index_files).push(id.to_hex());
+        Ok(())
+    }
+
+    /// Names of the index files this session wrote.
+    pub fn index_files_written(&self) -> Vec<String> {
+        lock(&self.index_files).clone()
     }
 
     /// Closes a pack with its trailer and writes it durably (step 1).
@@ -206,7 +237,7 @@ impl<'a> WriteSession<'a> {
             }
         };
         if !batch.is_empty() {
-            self.repo.write_index_file(&batch)?;
+            self.write_index(&batch)?;
         }
         Ok(())
     }
@@ -221,7 +252,7 @@ impl<'a> WriteSession<'a> {
         }
         let rest = std::mem::take(&mut *lock(&self.unindexed));
         if !rest.is_empty() {
-            self.repo.write_index_file(&rest)?;
+            self.write_index(&rest)?;
         }
         Ok(())
     }

@@ -1,0 +1,324 @@
+//! `arca prune`: reclaim the space of blobs no snapshot needs, never losing
+//! one a snapshot needs (format-spec.md §13.3).
+//!
+//! Order (each step durable before the next starts):
+//! 1. adopt packs no index file lists (left by interrupted backups), so that
+//!    nothing a snapshot might reference is invisible to the mark;
+//! 2. mark every blob reachable from every snapshot, into an on-disk set;
+//! 3. decide per pack: keep, repack (dead share of its bytes above the
+//!    threshold), or delete (nothing live);
+//! 4. repack: copy each live blob, verified, into new packs; write them and
+//!    index files for them;
+//! 5. write new index files for every kept pack;
+//! 6. delete the old index files, then 7. the repacked and dead packs.
+//!
+//! A kill at any instant leaves a valid repository: until step 6 every old
+//! index file and pack is intact; from step 6 on, new index files cover every
+//! live blob. Packs orphaned by a kill in step 6 or 7 are garbage; the next
+//! prune (or backup, which adopts them) deals with them. Running prune again
+//! finishes the job.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::commands::{check_interrupt, Progress};
+use crate::error::{Error, Result};
+use crate::format::config::Operation;
+use crate::format::indexfile::PackListing;
+use crate::format::pack::{self, SealedBlob};
+use crate::format::tree::NodeKind;
+use crate::id::{BlobId, PackId};
+use crate::markset::MarkSet;
+use crate::repository::IndexedRepository;
+use crate::session::WriteSession;
+
+/// Packs listed per index file written for kept packs.
+const PACKS_PER_INDEX_FILE: usize = 256;
+
+/// Prune settings.
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Repack a pack when more than this percentage of its bytes is unused.
+    pub max_unused_pct: f64,
+    /// Report what would be done, change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused_pct: DEFAULT_MAX_UNUSED_PCT,
+            dry_run: false,
+        }
+    }
+}
+
+/// Default repack threshold. A pack with a tenth of its bytes unused is
+/// rewritten; below that, copying 90 % to free 10 % is not worth the I/O.
+pub const DEFAULT_MAX_UNUSED_PCT: f64 = 10.0;
+
+/// What prune did (or, with dry run, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Snapshots whose blobs were marked.
+    pub snapshots: u64,
+    /// Packs adopted from interrupted backups before marking.
+    pub packs_adopted: u64,
+    /// Packs before.
+    pub packs_before: u64,
+    /// Packs kept as they are.
+    pub packs_kept: u64,
+    /// Packs rewritten without their unused blobs.
+    pub packs_repacked: u64,
+    /// Packs deleted because nothing in them is used.
+    pub packs_deleted: u64,
+    /// New packs written by the repack.
+    pub packs_written: u64,
+    /// Blobs in use.
+    pub blobs_live: u64,
+    /// Unused blobs removed.
+    pub blobs_removed: u64,
+    /// Unused blobs left in kept packs (under the threshold).
+    pub blobs_unused_left: u64,
+    /// Pack bytes before.
+    pub bytes_before: u64,
+    /// Pack bytes after.
+    pub bytes_after: u64,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+    /// Unused bytes left in kept packs.
+    pub bytes_unused_left: u64,
+    /// Index files written.
+    pub index_files_written: u64,
+    /// Old index files removed.
+    pub index_files_removed: u64,
+    /// True when nothing was changed.
+    pub dry_run: bool,
+}
+
+const KEEP: u8 = 0;
+const REPACK: u8 = 1;
+const DELETE: u8 = 2;
+
+/// Marks every blob reachable from every snapshot into `marks`. Refuses to
+/// go on if a snapshot needs a blob the index lacks: pruning a damaged
+/// repository could delete what repair would need.
+fn mark(repo: &IndexedRepository, marks: &mut MarkSet, progress: &dyn Progress) -> Result<u64> {
+    let snaps = repo.snapshots()?;
+    progress.message("marking");
+    progress.set_total(snaps.len() as u64);
+    for (sid, s) in &snaps {
+        let mut stack = vec![s.tree];
+        while let Some(t) = stack.pop() {
+            check_interrupt()?;
+            if !marks.insert_now(&t)? {
+                continue;
+            }
+            let tree = repo.read_tree(&t).map_err(|e| {
+                Error::Invalid(format!(
+                    "refusing to prune: snapshot {} needs tree {t}: {e}; run `arca check` and `arca repair index`",
+                    sid.short()
+                ))
+            })?;
+            for n in tree.nodes {
+                match n.kind {
+                    NodeKind::Dir { tree } => stack.push(tree),
+                    NodeKind::File { chunks } => {
+                        for c in chunks {
+                            if !repo.cache().contains(&c)? {
+                                return Err(Error::Invalid(format!(
+                                    "refusing to prune: snapshot {} needs data blob {c}, which no index lists; run `arca check` and `arca repair index`",
+                                    sid.short()
+                                )));
+                            }
+                            marks.insert(&c)?;
+                        }
+                    }
+                    NodeKind::Symlink { .. } => {}
+                }
+            }
+        }
+        progress.inc(1);
+    }
+    marks.flush()?;
+    Ok(snaps.len() as u64)
+}
+
+/// Whether `id` in `pack` is a live blob's canonical copy.
+fn live_here(
+    repo: &IndexedRepository,
+    marks: &MarkSet,
+    id: &BlobId,
+    pack: &PackId,
+) -> Result<bool> {
+    if !marks.contains(id)? {
+        return Ok(false);
+    }
+    // Duplicates (the same blob written by two concurrent backups) are
+    // dead everywhere but in the copy the index points at.
+    Ok(repo.cache().get(id)?.is_some_and(|l| l.pack == *pack))
+}
+
+/// Runs prune. The caller holds an exclusive lock.
+pub fn prune(
+    repo: &IndexedRepository,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    repo.check_features(Operation::Prune)?;
+    let mut rep = PruneReport {
+        dry_run: opts.dry_run,
+        ..PruneReport::default()
+    };
+    // 1. Adopt interrupted backups' packs (the session does it on start).
+    let session = WriteSession::start(repo)?;
+    rep.packs_adopted = session.adopted as u64;
+
+    // 2. Mark.
+    let cache_dir = repo
+        .cache()
+        .dir()
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let mut marks = MarkSet::create(&cache_dir)?;
+    rep.snapshots = mark(repo, &mut marks, progress)?;
+
+    // 3. Decide per pack.
+    progress.message("planning");
+    let threshold = opts.max_unused_pct.clamp(0.0, 100.0) / 100.0;
+    repo.cache().for_each_pack(|pack, length, blobs| {
+        check_interrupt()?;
+        let (mut live, mut live_bytes, mut dead, mut dead_bytes) = (0u64, 0u64, 0u64, 0u64);
+        for e in &blobs {
+            if live_here(repo, &marks, &e.id, &pack)? {
+                live += 1;
+                live_bytes += u64::from(e.length);
+            } else {
+                dead += 1;
+                dead_bytes += u64::from(e.length);
+            }
+        }
+        rep.packs_before += 1;
+        rep.bytes_before += length;
+        rep.blobs_live += live;
+        let total = (live_bytes + dead_bytes).max(1);
+        let decision = if live == 0 {
+            rep.packs_deleted += 1;
+            rep.blobs_removed += dead;
+            rep.bytes_freed += length;
+            DELETE
+        } else if dead_bytes as f64 / total as f64 > threshold {
+            rep.packs_repacked += 1;
+            rep.blobs_removed += dead;
+            rep.bytes_freed += dead_bytes;
+            REPACK
+        } else {
+            rep.packs_kept += 1;
+            rep.blobs_unused_left += dead;
+            rep.bytes_unused_left += dead_bytes;
+            KEEP
+        };
+        marks.set_pack_note(&pack, &[decision])
+    })?;
+    rep.bytes_after = rep.bytes_before.saturating_sub(rep.bytes_freed);
+    if opts.dry_run {
+        return Ok(rep);
+    }
+
+    // 4. Repack: copy live blobs, each verified, into new packs. Every pass
+    // over the plan streams it from disk: nothing here grows with the
+    // number of packs.
+    progress.message("repacking");
+    let keys = repo.keys();
+    marks.for_each_pack_note(|pack, note| {
+        check_interrupt()?;
+        if note.first().copied() != Some(REPACK) {
+            return Ok(());
+        }
+        let bytes = repo.backend().read(FileKind::Pack, &pack.to_hex())?;
+        for e in repo.cache().pack_blobs(&pack)? {
+            if !live_here(repo, &marks, &e.id, &pack)? {
+                continue;
+            }
+            let (o, n) = (e.offset as usize, e.length as usize);
+            let sealed = bytes.get(o..o + n).ok_or_else(|| {
+                Error::corrupt(
+                    format!("pack {pack}"),
+                    format!("blob {} lies past the end", e.id),
+                )
+            })?;
+            // Never copy damage into a new pack: a blob that does not
+            // verify stops the prune before anything is deleted.
+            pack::open_blob(keys, &e, sealed, &pack)?;
+            session.copy_blob(&SealedBlob {
+                kind: e.kind,
+                id: e.id,
+                raw_length: e.raw_length,
+                bytes: sealed.to_vec(),
+            })?;
+        }
+        Ok(())
+    })?;
+    session.flush()?;
+    rep.packs_written = session
+        .stats
+        .packs_written
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut keep_index: HashSet<String> = session.index_files_written().into_iter().collect();
+
+    // 5. Index files for every kept pack.
+    progress.message("writing index");
+    let mut batch: Vec<PackListing> = Vec::new();
+    marks.for_each_pack_note(|pack, note| {
+        if note.first().copied() != Some(KEEP) {
+            return Ok(());
+        }
+        let length = repo
+            .cache()
+            .pack_length(&pack)?
+            .ok_or_else(|| Error::Cache(format!("pack {pack} vanished from the cache")))?;
+        batch.push(PackListing {
+            id: pack,
+            length,
+            blobs: repo.cache().pack_blobs(&pack)?,
+        });
+        if batch.len() >= PACKS_PER_INDEX_FILE {
+            keep_index.insert(repo.write_index_file(&std::mem::take(&mut batch))?.to_hex());
+        }
+        Ok(())
+    })?;
+    if !batch.is_empty() {
+        keep_index.insert(repo.write_index_file(&batch)?.to_hex());
+    }
+    rep.index_files_written = keep_index.len() as u64;
+
+    // 6. Old index files, now superseded.
+    check_interrupt()?;
+    for l in repo.backend().list(FileKind::Index)? {
+        if !keep_index.contains(&l.name) {
+            repo.backend().remove(FileKind::Index, &l.name)?;
+            rep.index_files_removed += 1;
+        }
+    }
+    // 7. Packs nothing needs any more.
+    progress.message("deleting");
+    marks.for_each_pack_note(|pack, note| {
+        if matches!(note.first().copied(), Some(DELETE) | Some(REPACK)) {
+            repo.backend().remove(FileKind::Pack, &pack.to_hex())?;
+        }
+        Ok(())
+    })?;
+    repo.cache().clear()?;
+    repo.sync_index()?;
+    let mut after = 0;
+    repo.cache().for_each_pack(|_, length, _| {
+        after += length;
+        Ok(())
+    })?;
+    rep.bytes_after = after;
+    rep.bytes_freed = rep.bytes_before.saturating_sub(after);
+    Ok(rep)
+}
