@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arca::backend::LocalBackend;
 use arca::commands::{
-    self, backup, check, parse_time, prune, repair, restore, snapshots, Progress,
+    self, backup, check, forget, parse_time, prune, repair, restore, snapshots, Progress,
 };
 use arca::crypto::KdfParams;
 use arca::error::exit;
@@ -137,6 +137,8 @@ enum Cmd {
         #[arg(long, value_name = "P%")]
         read_data_subset: Option<String>,
     },
+    /// Remove snapshots that no retention rule keeps.
+    Forget(Box<ForgetArgs>),
     /// Delete data no snapshot needs; repack packs with much unused data.
     Prune {
         /// Repack a pack when more than this share of it is unused (e.g. 10%).
@@ -172,6 +174,111 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ForgetArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each hour: N hours that have snapshots, or a duration back from now (48h).
+    #[arg(long, value_name = "N|DURATION")]
+    keep_hourly: Option<String>,
+    /// Keep the newest snapshot of each day: N days that have snapshots, or a duration (30d).
+    #[arg(long, value_name = "N|DURATION")]
+    keep_daily: Option<String>,
+    /// Keep the newest snapshot of each week: a count or a duration (90d).
+    #[arg(long, value_name = "N|DURATION")]
+    keep_weekly: Option<String>,
+    /// Keep the newest snapshot of each month: a count or a duration (1y).
+    #[arg(long, value_name = "N|DURATION")]
+    keep_monthly: Option<String>,
+    /// Keep the newest snapshot of each year: a count or a duration.
+    #[arg(long, value_name = "N|DURATION")]
+    keep_yearly: Option<String>,
+    /// One snapshot per bucket of any width, for a duration: 6h:7d (repeatable).
+    #[arg(long, value_name = "WIDTH:DURATION")]
+    keep_every: Vec<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    keep_tag: Vec<String>,
+    /// Keep every snapshot newer than this duration (2d).
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Tiers by plan and time zones by account from a TOML policy file (see README).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_every", "keep_tag", "keep_within"])]
+    policy: Option<PathBuf>,
+    /// Time zone of day and week boundaries for the flag rules.
+    #[arg(long, default_value = "UTC")]
+    timezone: String,
+    /// First day of a week for the flag rules.
+    #[arg(long, default_value = "monday")]
+    week_start: String,
+    /// Only this account's snapshots.
+    #[arg(long)]
+    account: Option<String>,
+    /// The time duration rules count back from (default: now).
+    #[arg(long)]
+    now: Option<String>,
+    /// Allow removing the newest snapshot of a group.
+    #[arg(long)]
+    allow_empty: bool,
+    /// Show what would be removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Prune afterwards.
+    #[arg(long)]
+    prune: bool,
+    /// With --prune: repack a pack when more than this share of it is unused.
+    #[arg(long, value_name = "P%", default_value = "10%")]
+    max_unused: String,
+}
+
+impl ForgetArgs {
+    fn rules(&self) -> CliResult<forget::Rules> {
+        let bad = |e: arca::retention::RetentionError| Fail::Usage(e.to_string());
+        if let Some(p) = &self.policy {
+            let text = std::fs::read_to_string(p).map_err(|e| Fail::Lib(Error::io(p, e)))?;
+            return Ok(forget::Rules::Policy(Box::new(
+                arca::retention::Policy::parse(&text).map_err(bad)?,
+            )));
+        }
+        use arca::retention::{Amount, Rule, RuleSet, Unit};
+        let tz = arca::retention::parse_time_zone(&self.timezone).map_err(bad)?;
+        let ws = arca::retention::parse_weekday(&self.week_start).map_err(bad)?;
+        let mut rs = RuleSet::new(tz, ws);
+        if let Some(n) = self.keep_last {
+            rs.push(Rule::Last(n));
+        }
+        for (v, unit) in [
+            (&self.keep_hourly, Unit::Hourly),
+            (&self.keep_daily, Unit::Daily),
+            (&self.keep_weekly, Unit::Weekly),
+            (&self.keep_monthly, Unit::Monthly),
+            (&self.keep_yearly, Unit::Yearly),
+        ] {
+            if let Some(v) = v {
+                rs.push(Rule::Calendar(unit, Amount::parse(v).map_err(bad)?));
+            }
+        }
+        for e in &self.keep_every {
+            rs.push(arca::retention::parse_keep_every(e).map_err(bad)?);
+        }
+        for t in &self.keep_tag {
+            rs.push(Rule::Tag(t.clone()));
+        }
+        if let Some(w) = &self.keep_within {
+            rs.push(Rule::Within(
+                arca::retention::parse_duration(w).map_err(bad)?,
+            ));
+        }
+        if rs.rules.is_empty() {
+            return Err(Fail::Usage(
+                "no retention rule given: use --keep-* flags or --policy FILE (forget never removes everything by default)".into(),
+            ));
+        }
+        Ok(forget::Rules::Flags(rs))
+    }
 }
 
 #[derive(Subcommand)]
@@ -668,6 +775,49 @@ fn run(cli: &Cli) -> CliResult<i32> {
             }
             if !rep.ok() {
                 return Ok(exit::DAMAGE);
+            }
+        }
+        Cmd::Forget(a) => {
+            let rules = a.rules()?;
+            let now = match &a.now {
+                Some(t) => parse_time(t)?.0,
+                None => arca::repository::now_unix(),
+            };
+            let prune_pct = parse_percent(&a.max_unused, "--max-unused")?;
+            let repo = open(cli)?;
+            let _lock = lock::acquire(&repo, true, "forget")?;
+            let rep = forget::forget(
+                &repo,
+                &forget::ForgetOptions {
+                    rules,
+                    account: a.account.clone(),
+                    now,
+                    allow_empty: a.allow_empty,
+                    dry_run: a.dry_run,
+                },
+            )?;
+            if cli.json && !a.prune {
+                print_json(&rep)?;
+            } else if !cli.json {
+                say(cli, forget::table(&rep).trim_end());
+            }
+            if a.prune {
+                let repo = indexed(cli, repo)?;
+                if cli.json {
+                    let bar = Bar::new(cli, false);
+                    let pr = prune::prune(
+                        &repo,
+                        &prune::PruneOptions {
+                            max_unused_pct: prune_pct,
+                            dry_run: a.dry_run,
+                        },
+                        &bar,
+                    )?;
+                    drop(bar);
+                    print_json(&serde_json::json!({"forget": rep, "prune": pr}))?;
+                } else {
+                    run_prune(cli, &repo, prune_pct, a.dry_run)?;
+                }
             }
         }
         Cmd::Prune {

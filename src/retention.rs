@@ -41,7 +41,8 @@
 //! time, is not earlier than the local wall-clock time of the instant
 //! `now − d`. Snapshots later than `now` (clock skew) count as within.
 //!
-//! Snapshot order is by time, then by id: of two snapshots with the same time
+//! Snapshot order is by time (seconds, then nanoseconds), then by id: of two
+//! snapshots with the same time
 //! the one with the greater id counts as the newer, so every result is
 //! deterministic.
 //!
@@ -263,6 +264,9 @@ pub struct SnapInfo {
     pub id: String,
     /// When the snapshot was taken, unix seconds UTC.
     pub time: i64,
+    /// Sub-second part of the time: orders snapshots taken within one
+    /// second (a CLI backup records it) before the id does.
+    pub nanos: u32,
     /// The account it belongs to; selects the [`RuleSet`].
     pub account: String,
     /// Backed-up paths; with the account they form the group.
@@ -774,7 +778,7 @@ pub fn decide(
     let mut rule_sets: BTreeMap<String, RuleSet> = BTreeMap::new();
     let mut out = Vec::with_capacity(snaps.len());
     for (key, mut members) in groups {
-        members.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        members.sort_by(|a, b| (a.time, a.nanos, &a.id).cmp(&(b.time, b.nanos, &b.id)));
         let set = match rule_sets.entry(key.0.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => e.insert(rules_for(&key.0)?),

@@ -43,6 +43,7 @@ fn show(secs: i64) -> String {
 
 fn snap(id: &str, time: i64, account: &str, paths: &[&str], tags: &[&str]) -> SnapInfo {
     SnapInfo {
+        nanos: 0,
         id: id.to_string(),
         time,
         account: account.to_string(),
@@ -1169,4 +1170,19 @@ fn policy_errors_table() {
         policy.rules_for("nobody"),
         Err(RetentionError::NoPlan("nobody".to_string()))
     );
+}
+
+/// Regression: three backups within one second were ordered by id alone, so
+/// `--keep-last 1` could keep an older one than `restore latest` shows.
+#[test]
+fn sub_second_times_order_snapshots_before_ids() {
+    let mk = |id: &str, nanos: u32| SnapInfo {
+        nanos,
+        ..snap(id, 1_709_258_400, "a", &["/d"], &[])
+    };
+    let snaps = [mk("ff", 100), mk("00", 900), mk("88", 500)];
+    let rules = |_: &str| Ok(RuleSet::default().with(Rule::Last(1)));
+    let d = decide(&snaps, &rules, 1_709_258_401, false).unwrap();
+    let kept: Vec<&str> = d.iter().filter(|x| x.keep).map(|x| x.id.as_str()).collect();
+    assert_eq!(kept, vec!["00"]);
 }

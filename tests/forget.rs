@@ -1,0 +1,221 @@
+//! `arca forget` through the binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+/// Backs up the same small source under `account` at each of `times`.
+fn snapshots_at(e: &Env, account: &str, times: &[&str]) {
+    let src = e.path("src");
+    if !src.exists() {
+        gen(&src, 0, 0.01);
+    }
+    for t in times {
+        e.ok(&[
+            "backup",
+            src.to_str().unwrap(),
+            "--account",
+            account,
+            "--time",
+            t,
+        ]);
+    }
+}
+
+fn forget_json(e: &Env, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["forget", "--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&e.ok(&a)).unwrap()
+}
+
+fn kept_times(r: &serde_json::Value) -> Vec<String> {
+    r["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["action"] == "keep")
+        .map(|f| f["time"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn keep_last_dry_run_then_for_real() {
+    let e = Env::new();
+    e.init();
+    snapshots_at(
+        &e,
+        "a",
+        &[
+            "2024-03-01T02:00:00",
+            "2024-03-02T02:00:00",
+            "2024-03-03T02:00:00",
+        ],
+    );
+    let r = forget_json(&e, &["--keep-last", "2", "--dry-run"]);
+    assert_eq!(r["kept"], 2);
+    assert_eq!(r["removed"], 1);
+    assert_eq!(e.snapshots_json().len(), 3, "dry run removes nothing");
+    let r = forget_json(&e, &["--keep-last", "2"]);
+    assert_eq!(
+        kept_times(&r),
+        vec!["2024-03-02T02:00:00Z", "2024-03-03T02:00:00Z"]
+    );
+    assert_eq!(r["snapshots"][1]["reasons"][0], "last 2");
+    assert_eq!(e.snapshots_json().len(), 2);
+    let table = e.ok(&["forget", "--keep-last", "2", "--dry-run"]);
+    assert!(table.contains("2 kept, 0 to remove"), "{table}");
+}
+
+#[test]
+fn daily_count_versus_daily_duration_and_the_safety() {
+    let e = Env::new();
+    e.init();
+    // Two a day for three days, then a gap.
+    snapshots_at(
+        &e,
+        "a",
+        &[
+            "2024-03-01T01:00:00",
+            "2024-03-01T13:00:00",
+            "2024-03-02T01:00:00",
+            "2024-03-02T13:00:00",
+            "2024-03-05T01:00:00",
+            "2024-03-05T13:00:00",
+        ],
+    );
+    // A count: the newest of the 2 most recent days that have snapshots.
+    let r = forget_json(&e, &["--keep-daily", "2", "--dry-run"]);
+    assert_eq!(
+        kept_times(&r),
+        vec!["2024-03-02T13:00:00Z", "2024-03-05T13:00:00Z"]
+    );
+    // A duration from now: 2 days back from 03-06 12:00 reaches 03-05 only.
+    let r = forget_json(
+        &e,
+        &[
+            "--keep-daily",
+            "2d",
+            "--now",
+            "2024-03-06T12:00:00Z",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(kept_times(&r), vec!["2024-03-05T13:00:00Z"]);
+    // Long after: no rule keeps anything, the safety keeps the newest...
+    let r = forget_json(
+        &e,
+        &[
+            "--keep-daily",
+            "2d",
+            "--now",
+            "2025-01-01T00:00:00Z",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(kept_times(&r), vec!["2024-03-05T13:00:00Z"]);
+    assert_eq!(
+        r["snapshots"][5]["reasons"][0],
+        "newest of its group (safety)"
+    );
+    // ...unless --allow-empty says otherwise.
+    let r = forget_json(
+        &e,
+        &[
+            "--keep-daily",
+            "2d",
+            "--now",
+            "2025-01-01T00:00:00Z",
+            "--allow-empty",
+        ],
+    );
+    assert_eq!(r["kept"], 0);
+    assert!(e.snapshots_json().is_empty());
+}
+
+#[test]
+fn account_filter_and_policy_file_with_time_zones() {
+    let e = Env::new();
+    e.init();
+    // 23:30 UTC on 03-01 is already 03-02 in Berlin; 00:30 UTC on 03-02 is
+    // 03-02 in Berlin too, but 03-01 evening in New York.
+    let times = ["2024-03-01T23:30:00", "2024-03-02T00:30:00"];
+    snapshots_at(&e, "berlin-co", &times);
+    snapshots_at(&e, "ny-co", &times);
+    let policy = e.path("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[defaults]
+plan = "starter"
+timezone = "UTC"
+
+[plans.starter]
+tiers = [ { name = "daily", every = "1d", keep = "30d" } ]
+
+[accounts.berlin-co]
+timezone = "Europe/Berlin"
+
+[accounts.ny-co]
+timezone = "America/New_York"
+"#,
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let r = forget_json(
+        &e,
+        &["--policy", p, "--now", "2024-03-03T00:00:00Z", "--dry-run"],
+    );
+    let by_account = |a: &str| -> Vec<String> {
+        r["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["account"] == a && f["action"] == "keep")
+            .map(|f| f["time"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Berlin: both fall on local 03-02, one day bucket, the newest kept.
+    assert_eq!(by_account("berlin-co"), vec!["2024-03-02T00:30:00Z"]);
+    // New York: local 03-01 18:30 and 19:30, also one day: the newest kept.
+    assert_eq!(by_account("ny-co"), vec!["2024-03-02T00:30:00Z"]);
+    assert!(r["snapshots"][1]["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("starter/daily"));
+
+    // --account limits the decision (and removal) to one account.
+    let r = forget_json(&e, &["--keep-last", "1", "--account", "ny-co"]);
+    assert_eq!(r["snapshots"].as_array().unwrap().len(), 2);
+    assert_eq!(e.snapshots_json().len(), 3);
+
+    // Errors in the policy file are clear and carry a distinct code.
+    std::fs::write(&policy, "[accounts.x]\nplan = \"gold\"\n").unwrap();
+    let o = e.run(&["forget", "--policy", p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("gold"));
+}
+
+#[test]
+fn forget_needs_a_rule_and_forget_prune_frees_space() {
+    let e = Env::new();
+    e.ok(&["init", "--pack-size-mib", "1"]);
+    let o = e.run(&["forget"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no retention rule"));
+
+    let src = e.path("src");
+    for day in 0..3 {
+        gen(&src, day, 0.05);
+        e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    }
+    let before = pack_bytes(&e.repo());
+    let out = e.ok(&["forget", "--keep-last", "1", "--prune"]);
+    assert!(out.contains("freed"), "{out}");
+    assert!(pack_bytes(&e.repo()) < before * 2 / 3);
+    e.ok(&["check", "--read-data"]);
+    let got = e.path("got");
+    e.ok(&["restore", "latest", "--target", got.to_str().unwrap()]);
+    same_tree(&src, &got);
+}
