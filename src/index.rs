@@ -272,6 +272,19 @@ impl IndexCache {
         Ok(())
     }
 
+    /// Calls `f` with every pack and its length, without its blobs.
+    pub fn for_each_pack_length(&self, mut f: impl FnMut(PackId, u64) -> Result<()>) -> Result<()> {
+        for kv in self.db.prefix_iterator(b"p") {
+            let (k, v) = kv?;
+            if k.first() != Some(&b'p') {
+                break;
+            }
+            let (pack, length) = decode_pack(&k, &v)?;
+            f(pack, length)?;
+        }
+        Ok(())
+    }
+
     /// Every blob entry of one pack, in offset order.
     pub fn pack_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
         let mut prefix = vec![b'P'];

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arca::backend::LocalBackend;
 use arca::commands::{
-    self, backup, check, forget, parse_time, prune, repair, restore, snapshots, Progress,
+    self, backup, check, forget, parse_time, prune, repair, restore, snapshots, stats, Progress,
 };
 use arca::crypto::KdfParams;
 use arca::error::exit;
@@ -136,6 +136,12 @@ enum Cmd {
         /// Read and verify a random subset of packs, e.g. 10%.
         #[arg(long, value_name = "P%")]
         read_data_subset: Option<String>,
+    },
+    /// Show sizes: logical, stored, dedup and compression ratios.
+    Stats {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Remove snapshots that no retention rule keeps.
     Forget(Box<ForgetArgs>),
@@ -775,6 +781,47 @@ fn run(cli: &Cli) -> CliResult<i32> {
             }
             if !rep.ok() {
                 return Ok(exit::DAMAGE);
+            }
+        }
+        Cmd::Stats { account } => {
+            let repo = open(cli)?;
+            let _lock = lock::acquire(&repo, false, "stats")?;
+            let repo = indexed(cli, repo)?;
+            let st = stats::stats(&repo, account.as_deref())?;
+            if cli.json {
+                print_json(&st)?;
+            } else {
+                let r = &st.repository;
+                println!(
+                    "repository: {} snapshots, {} packs ({:.2} MB), {} data blobs",
+                    st.snapshots,
+                    st.packs,
+                    mb(st.pack_bytes),
+                    st.data_blobs
+                );
+                println!(
+                    "  logical {:.2} MB, unique {:.2} MB, stored {:.2} MB: dedup {:.1}x, compression {:.1}x",
+                    mb(r.logical_bytes),
+                    mb(r.unique_bytes),
+                    mb(r.stored_bytes),
+                    r.dedup_ratio,
+                    r.compression_ratio
+                );
+                for a in &st.accounts {
+                    println!(
+                        "{}: {} snapshots, {:.2} MB logical; latest {} ({}): {:.2} MB, unique {:.2} MB, stored {:.2} MB, dedup {:.1}x, compression {:.1}x",
+                        a.account,
+                        a.snapshots,
+                        mb(a.logical_bytes),
+                        &a.latest_id[..8],
+                        a.latest_time,
+                        mb(a.latest.logical_bytes),
+                        mb(a.latest.unique_bytes),
+                        mb(a.latest.stored_bytes),
+                        a.latest.dedup_ratio,
+                        a.latest.compression_ratio
+                    );
+                }
             }
         }
         Cmd::Forget(a) => {

@@ -219,3 +219,46 @@ fn forget_needs_a_rule_and_forget_prune_frees_space() {
     e.ok(&["restore", "latest", "--target", got.to_str().unwrap()]);
     same_tree(&src, &got);
 }
+
+#[test]
+fn stats_report_sizes_and_ratios_per_account() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.05);
+    for acct in ["a", "a", "b"] {
+        e.ok(&[
+            "backup",
+            src.to_str().unwrap(),
+            "--account",
+            acct,
+            "--force",
+        ]);
+    }
+    let st: serde_json::Value = serde_json::from_str(&e.ok(&["stats", "--json"])).unwrap();
+    let size: u64 = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(st["snapshots"], 3);
+    assert_eq!(
+        st["repository"]["logical_bytes"].as_u64().unwrap(),
+        3 * size
+    );
+    // The same content three times: unique bytes are one copy.
+    assert_eq!(st["repository"]["unique_bytes"].as_u64().unwrap(), size);
+    assert!((st["repository"]["dedup_ratio"].as_f64().unwrap() - 3.0).abs() < 1e-9);
+    assert!(
+        st["repository"]["compression_ratio"].as_f64().unwrap() > 2.0,
+        "CSV compresses"
+    );
+    let accts = st["accounts"].as_array().unwrap();
+    assert_eq!(accts.len(), 2);
+    assert_eq!(accts[0]["account"], "a");
+    assert_eq!(accts[0]["snapshots"], 2);
+    assert_eq!(accts[0]["latest"]["unique_bytes"].as_u64().unwrap(), size);
+    let one: serde_json::Value =
+        serde_json::from_str(&e.ok(&["stats", "--json", "--account", "b"])).unwrap();
+    assert_eq!(one["accounts"].as_array().unwrap().len(), 1);
+    assert!(e.ok(&["stats"]).contains("dedup 3.0x"));
+}

@@ -7,6 +7,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

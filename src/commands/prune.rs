@@ -314,7 +314,7 @@ pub fn prune(
     repo.cache().clear()?;
     repo.sync_index()?;
     let mut after = 0;
-    repo.cache().for_each_pack(|_, length, _| {
+    repo.cache().for_each_pack_length(|_, length| {
         after += length;
         Ok(())
     })?;
