@@ -452,7 +452,27 @@ fn open(cli: &Cli) -> CliResult<Repository> {
     Ok(Repository::open(b, pw.as_bytes())?)
 }
 
+/// With `ARCA_DEBUG_PEAK_RSS` set, forget the peak RSS so far (the 64 MiB
+/// of Argon2id), so that the figure printed at exit is the operation's own.
+fn reset_peak_rss() {
+    if std::env::var_os("ARCA_DEBUG_PEAK_RSS").is_some() {
+        // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+}
+
+fn report_peak_rss() {
+    if std::env::var_os("ARCA_DEBUG_PEAK_RSS").is_some() {
+        if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
+            if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM:")) {
+                eprintln!("peak RSS after opening the repository: {}", l.trim_start_matches("VmHWM:").trim());
+            }
+        }
+    }
+}
+
 fn indexed(cli: &Cli, repo: Repository) -> CliResult<IndexedRepository> {
+    reset_peak_rss();
     let root = cli.cache_dir.clone().unwrap_or_else(default_cache_root);
     Ok(repo.open_index(&root)?)
 }
@@ -987,6 +1007,7 @@ fn main() -> ExitCode {
             exit::USAGE
         }
     };
+    report_peak_rss();
     let _ = std::io::stdout().flush();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

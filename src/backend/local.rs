@@ -77,12 +77,9 @@ impl Backend for LocalBackend {
                 fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
             }
         }
-        // All 256 pack subdirectories up front, so that writing a pack never
-        // has to make a directory durable first.
-        for i in 0..=255u8 {
-            let d = self.root.join("data").join(format!("{i:02x}"));
-            fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-        }
+        // Pack subdirectories (data/00 … data/ff) are made on first use:
+        // a repository per account stays small (256 empty directories
+        // would take 1 MB of directory blocks).
         sync_dir(&self.root.join("data"))?;
         sync_dir(&self.root)
     }
@@ -152,6 +149,16 @@ impl Backend for LocalBackend {
         let dir = p.parent().unwrap_or(&self.root).to_path_buf();
         if kind != FileKind::Config && p.exists() {
             return Ok(());
+        }
+        if kind == FileKind::Pack && !dir.exists() {
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&dir, e)),
+            }
+            // The new directory's entry must be durable before a pack in it
+            // can be.
+            sync_dir(dir.parent().unwrap_or(&self.root))?;
         }
         let mut rnd = [0u8; 8];
         crate::crypto::fill_random(&mut rnd)?;
