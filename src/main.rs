@@ -465,7 +465,10 @@ fn report_peak_rss() {
     if std::env::var_os("ARCA_DEBUG_PEAK_RSS").is_some() {
         if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
             if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM:")) {
-                eprintln!("peak RSS after opening the repository: {}", l.trim_start_matches("VmHWM:").trim());
+                eprintln!(
+                    "peak RSS after opening the repository: {}",
+                    l.trim_start_matches("VmHWM:").trim()
+                );
             }
         }
     }

@@ -262,3 +262,18 @@ fn stats_report_sizes_and_ratios_per_account() {
     assert_eq!(one["accounts"].as_array().unwrap().len(), 1);
     assert!(e.ok(&["stats"]).contains("dedup 3.0x"));
 }
+
+/// The policy file shown in README.md parses and gives the plans it says.
+#[test]
+fn readme_policy_example_parses() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("a toml block in README") + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let policy = arca::retention::Policy::parse(&readme[start..end]).expect("README policy parses");
+    assert_eq!(policy.plan_for("acme").unwrap(), "enterprise");
+    assert_eq!(policy.plan_for("someone-else").unwrap(), "starter");
+    let rs = policy.rules_for("acme").unwrap();
+    assert_eq!(rs.tz, chrono_tz::Europe::Berlin);
+    assert_eq!(rs.rules.len(), 3);
+}

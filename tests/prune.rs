@@ -251,3 +251,50 @@ fn kill_prune_at_any_moment_loses_nothing() {
         "most kills must land while prune runs ({killed_mid_run} of {runs})"
     );
 }
+
+/// A backup and a prune never run at once: whichever comes second gets exit
+/// 11 naming the other, and nothing the backup wrote is lost.
+#[test]
+fn prune_during_a_backup_is_refused_and_the_backup_loses_nothing() {
+    let e = Env::new();
+    let ids = repo_with_days(&e, 2, 0.02);
+    drop_snapshots(&e, &ids[..1]);
+    let big = e.path("big");
+    gen(&big, 5, 1.0);
+    let mut backup = e
+        .cmd(&["backup", big.to_str().unwrap(), "--account", "big"])
+        .spawn()
+        .unwrap();
+    // Wait for the backup's lock, then try to prune while it runs.
+    let t0 = std::time::Instant::now();
+    while names(&e.repo().join("locks")).is_empty() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let o = e.run(&["prune"]);
+    let still_running = backup.try_wait().unwrap().is_none();
+    assert!(
+        still_running,
+        "the backup must still run when prune starts (100 MB to read)"
+    );
+    assert!(backup.wait().unwrap().success());
+    assert_eq!(
+        o.status.code(),
+        Some(11),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("backup"));
+    e.ok(&["prune"]);
+    e.ok(&["check", "--read-data"]);
+    let got = e.path("got-big");
+    e.ok(&[
+        "restore",
+        "latest",
+        "--account",
+        "big",
+        "--target",
+        got.to_str().unwrap(),
+    ]);
+    same_tree(&big, &got);
+    assert_kept_snapshots_restore(&e, &[(ids[1].clone(), 1)], 0.02);
+}
