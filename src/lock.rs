@@ -57,7 +57,8 @@ fn this_host() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-fn process_alive(pid: u32) -> bool {
+/// Whether a process with this pid exists on this host.
+pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };

@@ -30,8 +30,10 @@ fn key(prefix: u8, id: &[u8; 32]) -> [u8; 33] {
 }
 
 impl MarkSet {
-    /// Creates an empty set in a new directory under `root`.
+    /// Creates an empty set in a new directory under `root`, first removing
+    /// sets left there by processes that no longer run (a killed prune).
     pub fn create(root: &Path) -> Result<Self> {
+        remove_abandoned(root);
         let mut rnd = [0u8; 8];
         crate::crypto::fill_random(&mut rnd)?;
         let dir = root.join(format!("mark-{}-{}", std::process::id(), hex::encode(rnd)));
@@ -117,6 +119,26 @@ impl MarkSet {
     }
 }
 
+/// Removes `mark-<pid>-*` directories whose process is gone.
+fn remove_abandoned(root: &Path) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("mark-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !crate::lock::process_alive(pid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl Drop for MarkSet {
     fn drop(&mut self) {
         drop(self.db.take());
@@ -160,5 +182,10 @@ mod tests {
             assert_eq!(n, 1);
         }
         assert!(!dir.exists(), "dropped set removes its directory");
+        // A set abandoned by a dead process is removed by the next create.
+        let stale = root.path().join(format!("mark-{}-00", u32::MAX - 3));
+        std::fs::create_dir_all(&stale).unwrap();
+        let _m = MarkSet::create(root.path()).unwrap();
+        assert!(!stale.exists());
     }
 }

@@ -10,18 +10,24 @@ import os
 
 _ARCA = os.environ.get("ARCA_BIN", "arca")
 
-ADAPTERS = {
-    "arca": CmdAdapter("arca", {
+
+def _arca(name, init_flags=""):
+    return CmdAdapter(name, {
         "version": _ARCA + " --version",
-        "init": _ARCA + " --repo {repo} init",
+        "init": _ARCA + " --repo {repo} init" + init_flags,
         "backup": _ARCA + " --repo {repo} --no-progress backup --account bench --time '{ts}' {src}",
         "snapshots": _ARCA + " --repo {repo} snapshots",
         "restore": _ARCA + " --repo {repo} --no-progress restore latest --account bench --target {dst}",
         "check": _ARCA + " --repo {repo} --no-progress check",
         "check_full": _ARCA + " --repo {repo} --no-progress check --read-data",
-        # forget and prune come with the retention issue; until then this
-        # step fails visibly (rc != 0 in the table) instead of pretending.
         "forget_prune": _ARCA + " --repo {repo} forget {keep} --prune",
     }, env={"ARCA_PASSWORD": "{password}", "ARCA_CACHE_DIR": "{work}/cache"},
-        restored="{dst}", keep_fmt="--keep-{k} {v}"),
+        restored="{dst}", keep_fmt="--keep-{k} {v}")
+
+
+ADAPTERS = {
+    # Defaults (zstd level 3).
+    "arca": _arca("arca"),
+    # zstd level 6: about 4 % smaller, twice the compression CPU.
+    "arca-z6": _arca("arca-z6", " --compression 6"),
 }
