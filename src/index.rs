@@ -129,17 +129,24 @@ impl IndexCache {
         )))
     }
 
-    fn options() -> Options {
+    fn options() -> Result<Options> {
         let mut o = Options::default();
         o.create_if_missing(true);
         o.set_max_open_files(256);
         o.set_keep_log_file_num(2);
-        o.set_write_buffer_size(16 << 20);
-        o
+        // Memory caps, whatever the repository's size: a 4 MiB memtable
+        // (entries are ~80 bytes: 50,000 per flush) and a 4 MiB block cache.
+        o.set_write_buffer_size(4 << 20);
+        o.set_max_write_buffer_number(2);
+        let mut t = rocksdb::BlockBasedOptions::default();
+        t.set_block_cache(&rocksdb::Cache::new_lru_cache(4 << 20)?);
+        t.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&t);
+        Ok(o)
     }
 
     fn open_dir(dir: &Path, repo: &RepoId) -> Result<Self> {
-        let db = DB::open(&Self::options(), dir)?;
+        let db = DB::open(&Self::options()?, dir)?;
         let ok = db.get(b"mrepo")?.as_deref() == Some(&repo.0[..])
             && db.get(b"mschema")?.as_deref() == Some(SCHEMA);
         let cache = IndexCache {
@@ -160,7 +167,7 @@ impl IndexCache {
         let dir = self.dir.clone();
         drop(self.db);
         DB::destroy(&Options::default(), &dir)?;
-        let db = DB::open(&Self::options(), &dir)?;
+        let db = DB::open(&Self::options()?, &dir)?;
         Ok(IndexCache { db, dir })
     }
 

@@ -40,7 +40,12 @@ impl MarkSet {
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let mut o = Options::default();
         o.create_if_missing(true);
-        o.set_write_buffer_size(8 << 20);
+        o.set_write_buffer_size(4 << 20);
+        o.set_max_write_buffer_number(2);
+        let mut t = rocksdb::BlockBasedOptions::default();
+        t.set_block_cache(&rocksdb::Cache::new_lru_cache(2 << 20)?);
+        t.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&t);
         o.set_max_open_files(64);
         o.set_keep_log_file_num(1);
         // A scratch set: losing it in a crash only means marking again.

@@ -392,6 +392,9 @@ impl Repository {
     }
 }
 
+/// Index files read into memory at once while syncing the cache.
+const SYNC_BATCH: usize = 8;
+
 /// A repository with an up-to-date local index: the state needed to read
 /// blobs and to start a write session.
 pub struct IndexedRepository {
@@ -430,14 +433,18 @@ impl IndexedRepository {
             seen.clear();
         }
         let todo: Vec<&String> = listed.iter().filter(|n| !seen.contains(*n)).collect();
-        let loaded = todo
-            .par_iter()
-            .map(|name| Ok((name.as_str(), self.read_index_file(name)?)))
-            .collect::<Result<Vec<_>>>()?;
-        for (name, packs) in &loaded {
-            self.cache.add_index_file(name, packs)?;
+        // A few files at a time: read in parallel, absorb, drop. Memory is
+        // bounded by the batch, not by the repository's index.
+        for batch in todo.chunks(SYNC_BATCH) {
+            let loaded = batch
+                .par_iter()
+                .map(|name| Ok((name.as_str(), self.read_index_file(name)?)))
+                .collect::<Result<Vec<_>>>()?;
+            for (name, packs) in &loaded {
+                self.cache.add_index_file(name, packs)?;
+            }
         }
-        Ok(loaded.len())
+        Ok(todo.len())
     }
 
     /// Reads one index file.
