@@ -109,17 +109,28 @@ fn prune_with_max_unused_100_deletes_only_wholly_unused_packs() {
     assert_kept_snapshots_restore(&e, &[(ids[1].clone(), 1), (ids[2].clone(), 2)], 0.05);
 }
 
-#[test]
-fn prune_adopts_unindexed_packs_before_marking() {
+/// Two days backed up, the first snapshot forgotten.
+fn two_days_first_forgotten() -> (Env, Vec<String>) {
     let e = Env::new();
     let ids = repo_with_days(&e, 2, 0.02);
     drop_snapshots(&e, &ids[..1]);
-    // Lose an index file and the cache: blobs the kept snapshot needs are
-    // now unknown (their packs are adopted first, so prune must still work).
+    (e, ids)
+}
+
+/// Deletes every index file and the local cache.
+fn lose_index_and_cache(e: &Env) {
     for f in std::fs::read_dir(e.repo().join("index")).unwrap() {
         std::fs::remove_file(f.unwrap().path()).unwrap();
     }
     std::fs::remove_dir_all(e.cache()).unwrap();
+}
+
+#[test]
+fn prune_adopts_unindexed_packs_before_marking() {
+    let (e, ids) = two_days_first_forgotten();
+    // Lose an index file and the cache: blobs the kept snapshot needs are
+    // now unknown (their packs are adopted first, so prune must still work).
+    lose_index_and_cache(&e);
     e.ok(&["prune"]);
     e.ok(&["check", "--read-data"]);
     assert_kept_snapshots_restore(&e, &[(ids[1].clone(), 1)], 0.02);
@@ -127,15 +138,10 @@ fn prune_adopts_unindexed_packs_before_marking() {
 
 #[test]
 fn prune_refuses_when_a_kept_snapshot_needs_a_blob_no_pack_holds() {
-    let e = Env::new();
-    let ids = repo_with_days(&e, 2, 0.02);
-    drop_snapshots(&e, &ids[..1]);
+    let (e, _ids) = two_days_first_forgotten();
     // Lose the index, the cache and the largest pack: blobs the kept
     // snapshot needs are now nowhere.
-    for f in std::fs::read_dir(e.repo().join("index")).unwrap() {
-        std::fs::remove_file(f.unwrap().path()).unwrap();
-    }
-    std::fs::remove_dir_all(e.cache()).unwrap();
+    lose_index_and_cache(&e);
     let victim = packs(&e.repo())
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
@@ -256,9 +262,7 @@ fn kill_prune_at_any_moment_loses_nothing() {
 /// 11 naming the other, and nothing the backup wrote is lost.
 #[test]
 fn prune_during_a_backup_is_refused_and_the_backup_loses_nothing() {
-    let e = Env::new();
-    let ids = repo_with_days(&e, 2, 0.02);
-    drop_snapshots(&e, &ids[..1]);
+    let (e, ids) = two_days_first_forgotten();
     let big = e.path("big");
     gen(&big, 5, 1.0);
     let mut backup = e
