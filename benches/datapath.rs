@@ -139,6 +139,7 @@ fn sealed(keys: &Keys, pieces: &[Piece<'_>]) -> Vec<(BlobEntry, Vec<u8>)> {
                 offset,
                 length: s.bytes.len() as u32,
                 raw_length: s.raw_length,
+                delta: None,
             };
             offset += entry.length;
             (entry, s.bytes)
@@ -231,7 +232,8 @@ fn open(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 for (entry, bytes) in set.iter() {
-                    let plain = open_blob(&d.keys, entry, black_box(bytes), &pack).expect("open");
+                    let plain =
+                        open_blob(&d.keys, entry, black_box(bytes), &pack, None).expect("open");
                     black_box(plain);
                 }
             })

@@ -3,7 +3,8 @@
 //! rebuilt from index files, or from pack trailers by `repair index`.
 //!
 //! Keys: `b` ‖ blob id → pack id [32] ‖ kind u8 ‖ offset u32 ‖ length u32 ‖
-//! raw length u32 (the blob's canonical copy); `P` ‖ pack id ‖ blob id → the
+//! raw length u32 [‖ base id [32] ‖ depth u8 for a delta, kind byte 3]
+//! (the blob's canonical copy); `P` ‖ pack id ‖ blob id → the
 //! same value (every blob of every pack, for iterating by pack); `p` ‖ pack
 //! id → pack length u64; `i` ‖ index file name → empty (the index files
 //! already absorbed); `m` ‖ "repo" → repository id.
@@ -15,13 +16,13 @@ use rocksdb::{Options, WriteBatch, DB};
 
 use crate::error::{Error, Result};
 use crate::format::indexfile::PackListing;
-use crate::format::pack::BlobEntry;
-use crate::format::BlobKind;
+use crate::format::pack::{BlobEntry, DeltaRef};
+use crate::format::{limits, BlobKind, BLOB_KIND_DELTA};
 use crate::id::{BlobId, FileId, PackId, RepoId};
 
 /// Bumped when the cache's key layout changes; a cache with another schema
 /// is wiped and rebuilt.
-const SCHEMA: &[u8] = b"arca-cache-2";
+const SCHEMA: &[u8] = b"arca-cache-3";
 /// How many cache instances may be open at once (one per concurrent process
 /// on this host; RocksDB allows one writer per directory).
 const SLOTS: usize = 8;
@@ -63,18 +64,23 @@ fn pack_blob_key(pack: &PackId, id: &BlobId) -> [u8; 65] {
     k
 }
 
-fn encode_location(pack: &PackId, e: &BlobEntry) -> [u8; 45] {
-    let mut v = [0u8; 45];
-    v[..32].copy_from_slice(&pack.0);
-    v[32] = e.kind as u8;
-    v[33..37].copy_from_slice(&e.offset.to_le_bytes());
-    v[37..41].copy_from_slice(&e.length.to_le_bytes());
-    v[41..45].copy_from_slice(&e.raw_length.to_le_bytes());
+fn encode_location(pack: &PackId, e: &BlobEntry) -> Vec<u8> {
+    let mut v = Vec::with_capacity(78);
+    v.extend_from_slice(&pack.0);
+    v.push(e.kind_byte());
+    v.extend_from_slice(&e.offset.to_le_bytes());
+    v.extend_from_slice(&e.length.to_le_bytes());
+    v.extend_from_slice(&e.raw_length.to_le_bytes());
+    if let Some(d) = &e.delta {
+        v.extend_from_slice(&d.base.0);
+        v.push(d.depth);
+    }
     v
 }
 
 fn decode_location(id: &BlobId, v: &[u8]) -> Result<Location> {
-    if v.len() != 45 {
+    let delta_entry = v.get(32) == Some(&BLOB_KIND_DELTA);
+    if v.len() != if delta_entry { 78 } else { 45 } {
         return Err(Error::Cache(format!(
             "entry for blob {id} has length {}",
             v.len()
@@ -83,7 +89,24 @@ fn decode_location(id: &BlobId, v: &[u8]) -> Result<Location> {
     let u = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
     let mut p = [0u8; 32];
     p.copy_from_slice(&v[..32]);
-    let kind = BlobKind::from_u8(v[32]).map_err(|e| Error::Cache(e.to_string()))?;
+    let (kind, delta) = if delta_entry {
+        let mut b = [0u8; 32];
+        b.copy_from_slice(&v[45..77]);
+        let depth = v[77];
+        if depth == 0 || depth > limits::MAX_DELTA_DEPTH {
+            return Err(Error::Cache(format!("blob {id}: delta depth {depth}")));
+        }
+        (
+            BlobKind::Data,
+            Some(DeltaRef {
+                base: BlobId(b),
+                depth,
+            }),
+        )
+    } else {
+        let kind = BlobKind::from_u8(v[32]).map_err(|e| Error::Cache(e.to_string()))?;
+        (kind, None)
+    };
     Ok(Location {
         pack: FileId(p),
         entry: BlobEntry {
@@ -92,6 +115,7 @@ fn decode_location(id: &BlobId, v: &[u8]) -> Result<Location> {
             offset: u(33),
             length: u(37),
             raw_length: u(41),
+            delta,
         },
     })
 }
@@ -224,8 +248,8 @@ impl IndexCache {
             b.put(pack_key(&p.id), p.length.to_le_bytes());
             for e in &p.blobs {
                 let v = encode_location(&p.id, e);
-                b.put(blob_key(&e.id), v);
-                b.put(pack_blob_key(&p.id, &e.id), v);
+                b.put(blob_key(&e.id), &v);
+                b.put(pack_blob_key(&p.id, &e.id), &v);
             }
         }
         let mut k = vec![b'i'];
@@ -346,19 +370,30 @@ mod tests {
             offset: 8,
             length: 100,
             raw_length: 60,
+            delta: None,
+        };
+        let d = BlobEntry {
+            id: BlobId([5; 32]),
+            offset: 108,
+            delta: Some(DeltaRef {
+                base: e.id,
+                depth: 1,
+            }),
+            ..e
         };
         let p = PackListing {
             id: FileId([3; 32]),
             length: 500,
-            blobs: vec![e],
+            blobs: vec![e, d],
         };
         c.add_index_file("abc", &[p]).unwrap();
         assert_eq!(c.get(&e.id).unwrap().unwrap().entry, e);
+        assert_eq!(c.get(&d.id).unwrap().unwrap().entry, d);
         assert!(c.contains(&e.id).unwrap());
         assert!(!c.contains(&BlobId([9; 32])).unwrap());
         assert!(c.seen_index_files().unwrap().contains("abc"));
         assert_eq!(c.packs().unwrap(), vec![(FileId([3; 32]), 500)]);
-        assert_eq!(c.pack_blobs(&FileId([3; 32])).unwrap(), vec![e]);
+        assert_eq!(c.pack_blobs(&FileId([3; 32])).unwrap(), vec![e, d]);
         assert!(c.pack_blobs(&FileId([4; 32])).unwrap().is_empty());
 
         // A second instance while the first is open takes the next slot.

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod chunk;
 pub mod codec;
 pub mod crypto;
+pub mod delta;
 pub mod error;
 pub mod format;
 pub mod id;

@@ -69,6 +69,13 @@ enum Cmd {
         /// Target pack size in MiB.
         #[arg(long, default_value_t = 16)]
         pack_size_mib: u32,
+        /// Longest delta chain: a changed chunk is stored as a delta against
+        /// its previous version when that is smaller; 0 turns deltas off.
+        #[arg(long, default_value_t = arca::format::config::DEFAULT_DELTA_DEPTH)]
+        delta_depth: u8,
+        /// Store every chunk whole (the same as --delta-depth 0).
+        #[arg(long)]
+        no_delta: bool,
     },
     /// Manage the repository's password keys.
     Key {
@@ -556,6 +563,8 @@ fn run(cli: &Cli) -> CliResult<i32> {
             chunk_max,
             compression,
             pack_size_mib,
+            delta_depth,
+            no_delta,
         } => {
             let b = backend(cli)?;
             let pw = password(cli)?;
@@ -568,6 +577,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 },
                 zstd_level: *compression,
                 pack_target: pack_size_mib.saturating_mul(1 << 20),
+                delta_depth: if *no_delta { 0 } else { *delta_depth },
                 kdf: KdfParams::DEFAULT,
             };
             let repo = Repository::init(b.clone(), pw.as_bytes(), &opts)?;

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::config::{ChunkerParams, Config, Operation};
 use crate::format::indexfile::{self, PackListing};
 use crate::format::keyfile::{self, KeyInfo};
-use crate::format::pack::{self, FOOTER_LEN};
+use crate::format::pack::{self, DeltaRef, FOOTER_LEN};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::format::{check_header, limits, open_file, seal_file, BlobKind, ObjectType, HEADER_LEN};
@@ -31,6 +31,8 @@ pub struct InitOptions {
     pub zstd_level: i32,
     /// Target pack size.
     pub pack_target: u32,
+    /// Delta chain bound; 0 stores every blob whole.
+    pub delta_depth: u8,
     /// Argon2id parameters of the first key.
     pub kdf: KdfParams,
 }
@@ -41,6 +43,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::DEFAULT,
             zstd_level: crate::format::config::DEFAULT_ZSTD_LEVEL,
             pack_target: crate::format::config::DEFAULT_PACK_TARGET,
+            delta_depth: crate::format::config::DEFAULT_DELTA_DEPTH,
             kdf: KdfParams::DEFAULT,
         }
     }
@@ -108,6 +111,14 @@ impl Repository {
         config.chunker = opts.chunker;
         config.zstd_level = opts.zstd_level;
         config.pack_target = opts.pack_target;
+        if opts.delta_depth > crate::format::limits::MAX_DELTA_DEPTH {
+            return Err(Error::Invalid(format!(
+                "delta depth {} is over the limit of {}",
+                opts.delta_depth,
+                crate::format::limits::MAX_DELTA_DEPTH
+            )));
+        }
+        config.delta_depth = opts.delta_depth;
         let keys = master.keys();
         // The key first, the config last: a repository exists once its config
         // does, and by then a key can open it.
@@ -479,7 +490,8 @@ impl IndexedRepository {
         })
     }
 
-    /// Reads, opens and verifies a blob at a known location.
+    /// Reads, opens and verifies a blob at a known location; a delta is
+    /// decoded through its chain of bases.
     pub fn read_blob_at(&self, loc: &Location) -> Result<Vec<u8>> {
         let sealed = self.repo.backend.read_range(
             FileKind::Pack,
@@ -487,7 +499,69 @@ impl IndexedRepository {
             u64::from(loc.entry.offset),
             u64::from(loc.entry.length),
         )?;
-        pack::open_blob(&self.repo.keys, &loc.entry, &sealed, &loc.pack)
+        self.open_sealed(loc, &sealed)
+    }
+
+    /// Opens and verifies the sealed bytes of the blob at `loc`, reading
+    /// its bases first when it is a delta.
+    pub fn open_sealed(&self, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+        match &loc.entry.delta {
+            None => pack::open_blob(&self.repo.keys, &loc.entry, sealed, &loc.pack, None),
+            Some(d) => {
+                let base = self.read_base(&loc.entry.id, d)?;
+                pack::open_blob(&self.repo.keys, &loc.entry, sealed, &loc.pack, Some(&base))
+            }
+        }
+    }
+
+    /// The location of the base of `id`'s delta `d`, checked: a data blob
+    /// exactly one level shallower (so every chain ends, at depth 0).
+    pub fn locate_base(&self, id: &BlobId, d: &DeltaRef) -> Result<Location> {
+        let what = || format!("delta blob {id}");
+        let loc = self
+            .cache
+            .get(&d.base)?
+            .ok_or_else(|| Error::corrupt(what(), format!("its base {} is missing", d.base)))?;
+        let base_depth = loc.entry.delta.map_or(0, |b| b.depth);
+        if loc.entry.kind != BlobKind::Data || base_depth + 1 != d.depth {
+            return Err(Error::corrupt(
+                what(),
+                format!(
+                    "its base {} has depth {base_depth}, expected {}",
+                    d.base,
+                    d.depth - 1
+                ),
+            ));
+        }
+        Ok(loc)
+    }
+
+    fn read_base(&self, id: &BlobId, d: &DeltaRef) -> Result<Vec<u8>> {
+        let loc = self.locate_base(id, d)?;
+        self.read_blob_at(&loc).map_err(|e| match e {
+            Error::Corrupt { what, reason } => Error::Corrupt {
+                what: format!("delta blob {id} (base {what})"),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Whether the index has `id` with every base of its delta chain: only
+    /// then may a backup reuse it. (A delta whose base was pruned can be
+    /// listed again when an interrupted prune's dead pack is adopted.)
+    pub fn has_usable(&self, id: &BlobId) -> Result<bool> {
+        let Some(mut loc) = self.cache.get(id)? else {
+            return Ok(false);
+        };
+        while let Some(d) = loc.entry.delta {
+            match self.locate_base(&loc.entry.id, &d) {
+                Ok(l) => loc = l,
+                Err(Error::Corrupt { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Reads, opens and verifies a blob of the expected kind.

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::format::indexfile::PackListing;
-use crate::format::pack::{self, BlobEntry, SealedBlob};
+use crate::format::pack::{self, BlobEntry, DeltaRef, SealedBlob};
 use crate::format::snapshot::Snapshot;
 use crate::format::{header, limits, BlobKind, ObjectType};
 use crate::id::{BlobId, FileId, SnapshotId};
@@ -50,6 +50,7 @@ impl Packer {
             offset,
             length: b.bytes.len() as u32,
             raw_length: b.raw_length,
+            delta: b.delta,
         });
         self.buf.extend_from_slice(&b.bytes);
         Ok(())
@@ -69,6 +70,8 @@ pub struct SessionStats {
     pub bytes_added: AtomicU64,
     /// Their sealed bytes.
     pub bytes_stored: AtomicU64,
+    /// Of the blobs added, those stored as deltas.
+    pub deltas_added: AtomicU64,
     /// Packs written.
     pub packs_written: AtomicU64,
 }
@@ -166,6 +169,109 @@ impl<'a> WriteSession<'a> {
             .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         self.append(&sealed)?;
         Ok(true)
+    }
+
+    /// Stores a data chunk whose id the caller computed, unless the
+    /// repository already has it with its whole delta chain. With deltas on
+    /// and `base_hint` naming the chunk's likely previous version, the
+    /// chunk is stored as a delta against it (or against the root of its
+    /// chain, when the chain is at the config's bound) if that is clearly
+    /// smaller than storing it whole. Safe to call from many threads.
+    pub fn add_data(
+        &self,
+        id: BlobId,
+        plaintext: &[u8],
+        base_hint: Option<&BlobId>,
+    ) -> Result<bool> {
+        if self.repo.has_usable(&id)? {
+            return Ok(false);
+        }
+        if !lock(&self.pending).insert(id) {
+            return Ok(false);
+        }
+        let cfg = self.repo.config();
+        let delta = match base_hint {
+            Some(h) if cfg.delta_depth > 0 && *h != id => self.seal_as_delta(id, plaintext, h)?,
+            _ => None,
+        };
+        let sealed = match delta {
+            Some(s) => {
+                self.stats.deltas_added.fetch_add(1, Ordering::Relaxed);
+                s
+            }
+            None => pack::seal_blob(
+                self.repo.keys(),
+                BlobKind::Data,
+                id,
+                plaintext,
+                cfg.zstd_level,
+            )?,
+        };
+        self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_added
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.append(&sealed)?;
+        Ok(true)
+    }
+
+    /// The delta encoding of `plaintext` against `hint` (or its chain's
+    /// root), when it is worth storing; `None` to store the blob whole.
+    fn seal_as_delta(
+        &self,
+        id: BlobId,
+        plaintext: &[u8],
+        hint: &BlobId,
+    ) -> Result<Option<SealedBlob>> {
+        let repo = self.repo;
+        let cfg = repo.config();
+        let Some(mut base) = repo.cache().get(hint)? else {
+            return Ok(None);
+        };
+        if base.entry.kind != BlobKind::Data {
+            return Ok(None);
+        }
+        if base.entry.delta.map_or(0, |d| d.depth) >= cfg.delta_depth {
+            // Re-base on the root: one cumulative delta instead of a longer
+            // chain, so reading never decodes more than the bound.
+            while let Some(d) = base.entry.delta {
+                base = match repo.locate_base(&base.entry.id, &d) {
+                    Ok(l) => l,
+                    Err(Error::Corrupt { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+            }
+        }
+        let depth = base.entry.delta.map_or(0, |d| d.depth) + 1;
+        if depth > cfg.delta_depth {
+            return Ok(None);
+        }
+        // A damaged base is never built upon: the chunk is stored whole.
+        let base_plain = match repo.read_blob_at(&base) {
+            Ok(p) => p,
+            Err(Error::Corrupt { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let frame =
+            crate::delta::encode(&base_plain, plaintext, crate::delta::level(cfg.zstd_level))
+                .map_err(|e| Error::Invalid(format!("delta encoding: {e}")))?;
+        // Under a tenth of the plaintext a delta beats any whole encoding of
+        // account data (zstd stores CSV at about 0.29); above it, compare,
+        // and keep the delta only when it saves at least a tenth.
+        if frame.len() * 10 > plaintext.len() {
+            let whole = zstd::bulk::compress(plaintext, cfg.zstd_level)
+                .map_err(|e| Error::Invalid(format!("zstd: {e}")))?
+                .len()
+                .min(plaintext.len());
+            if frame.len() * 10 >= whole * 9 {
+                return Ok(None);
+            }
+        }
+        let d = DeltaRef {
+            base: base.entry.id,
+            depth,
+        };
+        pack::seal_delta(repo.keys(), id, plaintext.len(), d, &frame).map(Some)
     }
 
     /// Appends a blob already sealed (and verified) elsewhere, as is: a

@@ -51,7 +51,7 @@ fn seeds_are_valid_objects() {
     assert_eq!(entries.len(), 2);
     for e in &entries {
         let b = &packs[0][e.offset as usize..(e.offset + e.length) as usize];
-        arca::format::pack::open_blob(k, e, b, &arca::id::FileId([0; 32]))
+        arca::format::pack::open_blob(k, e, b, &arca::id::FileId([0; 32]), None)
             .expect("blob in pack seed");
     }
     assert_eq!(seeds("nonexistent"), Vec::<Vec<u8>>::new());

@@ -13,9 +13,11 @@ use common::*;
 
 /// A repository with one snapshot per day for `days` days, with 1 MiB
 /// packs so that prune has many packs to decide on. Returns the days'
-/// snapshot ids, oldest first.
-fn repo_with_days(e: &Env, days: u32, scale: f64) -> Vec<String> {
-    e.ok(&["init", "--pack-size-mib", "1"]);
+/// snapshot ids, oldest first. `init` adds flags to `arca init`.
+fn repo_with_days(e: &Env, days: u32, scale: f64, init: &[&str]) -> Vec<String> {
+    let mut args = vec!["init", "--pack-size-mib", "1"];
+    args.extend_from_slice(init);
+    e.ok(&args);
     let src = e.path("src");
     for day in 0..days {
         gen(&src, day, scale);
@@ -63,7 +65,9 @@ fn pack_count(repo: &Path) -> usize {
 #[test]
 fn prune_frees_what_forgotten_snapshots_alone_used_and_keeps_the_rest() {
     let e = Env::new();
-    let ids = repo_with_days(&e, 4, 0.05);
+    // Whole chunks: with deltas the forgotten days' chunks are the bases of
+    // the kept days' (tests/delta.rs covers that).
+    let ids = repo_with_days(&e, 4, 0.05, &["--no-delta"]);
     let before = pack_bytes(&e.repo());
     // Nothing forgotten: prune finds nothing to free.
     let r: serde_json::Value = serde_json::from_str(&e.ok(&["prune", "--json"])).unwrap();
@@ -99,7 +103,7 @@ fn prune_frees_what_forgotten_snapshots_alone_used_and_keeps_the_rest() {
 #[test]
 fn prune_with_max_unused_100_deletes_only_wholly_unused_packs() {
     let e = Env::new();
-    let ids = repo_with_days(&e, 3, 0.05);
+    let ids = repo_with_days(&e, 3, 0.05, &["--no-delta"]);
     drop_snapshots(&e, &ids[..1]);
     let r: serde_json::Value =
         serde_json::from_str(&e.ok(&["prune", "--max-unused", "100%", "--json"])).unwrap();
@@ -112,7 +116,7 @@ fn prune_with_max_unused_100_deletes_only_wholly_unused_packs() {
 /// Two days backed up, the first snapshot forgotten.
 fn two_days_first_forgotten() -> (Env, Vec<String>) {
     let e = Env::new();
-    let ids = repo_with_days(&e, 2, 0.02);
+    let ids = repo_with_days(&e, 2, 0.02, &[]);
     drop_snapshots(&e, &ids[..1]);
     (e, ids)
 }
@@ -203,7 +207,7 @@ fn kill_prune_at_any_moment_loses_nothing() {
             _ => When::OldPackGone,
         };
         let e = Env::new();
-        let ids = repo_with_days(&e, 3, 0.08);
+        let ids = repo_with_days(&e, 3, 0.08, &[]);
         drop_snapshots(&e, &ids[..1]);
         let kept = vec![(ids[1].clone(), 1), (ids[2].clone(), 2)];
         let old_index = names(&e.repo().join("index"));

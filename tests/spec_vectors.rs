@@ -133,6 +133,7 @@ fn compute() -> BTreeMap<String, String> {
         offset: 8,
         length: blob.len() as u32,
         raw_length: 10,
+        delta: None,
     };
     let mut body = 1u32.to_le_bytes().to_vec();
     body.push(1);
@@ -155,7 +156,7 @@ fn compute() -> BTreeMap<String, String> {
     assert_eq!(entries, vec![entry]);
     let pid: PackId = FileId::of(&packfile);
     assert_eq!(
-        pack::open_blob(&keys, &entry, &packfile[8..8 + blob.len()], &pid).unwrap(),
+        pack::open_blob(&keys, &entry, &packfile[8..8 + blob.len()], &pid, None).unwrap(),
         b"hello arca"
     );
 
@@ -175,11 +176,85 @@ fn compute() -> BTreeMap<String, String> {
         offset: 8,
         length: zsealed.len() as u32,
         raw_length: csv.len() as u32,
+        delta: None,
     };
     assert_eq!(
-        pack::open_blob(&keys, &zentry, &zsealed, &pid).unwrap(),
+        pack::open_blob(&keys, &zentry, &zsealed, &pid, None).unwrap(),
         csv
     );
+
+    // §6.3/§6.4 a delta entry and a delta blob's associated data, by hand:
+    // blob `hello arca!` as a delta of depth 1 against `hello arca`, at
+    // offset 8, 70 sealed bytes.
+    let did = keys.blob_id(b"hello arca!");
+    let mut dentry_bytes = vec![3u8];
+    dentry_bytes.extend_from_slice(did.as_bytes());
+    dentry_bytes.extend_from_slice(&8u32.to_le_bytes());
+    dentry_bytes.extend_from_slice(&70u32.to_le_bytes());
+    dentry_bytes.extend_from_slice(&11u32.to_le_bytes());
+    dentry_bytes.extend_from_slice(id.as_bytes());
+    dentry_bytes.push(1);
+    put("trailer-entry-delta", &dentry_bytes);
+    let dref = pack::DeltaRef { base: id, depth: 1 };
+    let dentry = BlobEntry {
+        kind: BlobKind::Data,
+        id: did,
+        offset: 8,
+        length: 70,
+        raw_length: 11,
+        delta: Some(dref),
+    };
+    let mut w = arca::codec::Writer::new();
+    dentry.encode(&mut w);
+    assert_eq!(w.buf, dentry_bytes);
+    let mut daad = header(ObjectType::Pack).to_vec();
+    daad.push(3);
+    daad.extend_from_slice(did.as_bytes());
+    daad.extend_from_slice(id.as_bytes());
+    daad.push(1);
+    assert_eq!(pack::blob_aad(BlobKind::Data, &did, Some(&dref)), daad);
+    put("blob-aad-delta", &daad);
+    // A delta blob sealed by hand (encoding 2, a zstd frame with the base as
+    // raw-content prefix): the zstd blob above edited in one row. It must
+    // open to its plaintext given its base, and not without it or against
+    // another base.
+    let mut edited = csv.clone();
+    edited[30] = b'7';
+    edited.extend_from_slice(b"5,gadget,1\n");
+    let eid = keys.blob_id(&edited);
+    let eref = pack::DeltaRef {
+        base: zid,
+        depth: 1,
+    };
+    let frame = arca::delta::encode(&csv, &edited, 3).unwrap();
+    assert!(
+        frame.len() < edited.len() / 2,
+        "the frame refers to its base"
+    );
+    let mut epayload = vec![pack::ENCODING_ZSTD_DELTA];
+    epayload.extend_from_slice(&frame);
+    let esealed = crypto::seal_with_nonce(
+        &keys.blob,
+        &nonce(0xc0),
+        &pack::blob_aad(BlobKind::Data, &eid, Some(&eref)),
+        &epayload,
+    )
+    .unwrap();
+    let eentry = BlobEntry {
+        kind: BlobKind::Data,
+        id: eid,
+        offset: 8,
+        length: esealed.len() as u32,
+        raw_length: edited.len() as u32,
+        delta: Some(eref),
+    };
+    assert_eq!(
+        pack::open_blob(&keys, &eentry, &esealed, &pid, Some(&csv)).unwrap(),
+        edited
+    );
+    assert!(pack::open_blob(&keys, &eentry, &esealed, &pid, None).is_err());
+    let other: Vec<u8> = csv.iter().map(|b| b.to_ascii_uppercase()).collect();
+    assert!(pack::open_blob(&keys, &eentry, &esealed, &pid, Some(&other)).is_err());
 
     // §5.1 a key file, assembled by hand: password "password", Argon2id
     // m=64 KiB t=1 p=1, salt 0xc0.., created 2024-03-01T02:00:00Z, host "h".
@@ -225,6 +300,7 @@ fn compute() -> BTreeMap<String, String> {
                 offset: 8,
                 length: 100,
                 raw_length: 60,
+                delta: None,
             }],
         }]),
     );

@@ -26,8 +26,10 @@ def _arca(name, init_flags=""):
 
 
 ADAPTERS = {
-    # Defaults (zstd level 3).
+    # Defaults (zstd level 3, deltas up to depth 4).
     "arca": _arca("arca"),
+    # Every chunk stored whole: the baseline the delta goals compare with.
+    "arca-nodelta": _arca("arca-nodelta", " --no-delta"),
     # zstd level 6: about 4 % smaller, twice the compression CPU.
     "arca-z6": _arca("arca-z6", " --compression 6"),
 }

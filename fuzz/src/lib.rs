@@ -211,13 +211,19 @@ pub fn blob_open(data: &[u8]) {
                 sealed = crypto::seal_with_nonce(
                     &k.blob,
                     &NONCE,
-                    &blob_aad(entry.kind, &entry.id),
+                    &blob_aad(entry.kind, &entry.id, entry.delta.as_ref()),
                     tail,
                 )
                 .expect("sealing with a fixed nonce");
                 &sealed[..]
             };
-            if let Ok(plain) = open_blob(k, &entry, bytes, &PACK) {
+            if let Ok(plain) = open_blob(
+                k,
+                &entry,
+                bytes,
+                &PACK,
+                entry.delta.map(|_| &b"id,name\n1,a\n"[..]),
+            ) {
                 assert_eq!(plain.len(), entry.raw_length as usize);
                 assert_eq!(k.blob_id(&plain), entry.id);
             }
@@ -238,8 +244,10 @@ pub fn blob_open(data: &[u8]) {
                 offset: HEADER_LEN as u32,
                 length: s.bytes.len() as u32,
                 raw_length: s.raw_length,
+                delta: None,
             };
-            let plain = open_blob(k, &entry, &s.bytes, &PACK).expect("open what seal_blob sealed");
+            let plain =
+                open_blob(k, &entry, &s.bytes, &PACK, None).expect("open what seal_blob sealed");
             assert_eq!(plain, rest, "seal/open round trip");
         }
     }
@@ -483,6 +491,7 @@ fn entries() -> Vec<BlobEntry> {
             offset: HEADER_LEN as u32,
             length: 100,
             raw_length: 1000,
+            delta: None,
         },
         BlobEntry {
             kind: BlobKind::Tree,
@@ -490,6 +499,7 @@ fn entries() -> Vec<BlobEntry> {
             offset: HEADER_LEN as u32 + 100,
             length: 41,
             raw_length: 0,
+            delta: None,
         },
     ]
 }
@@ -521,7 +531,7 @@ fn real_blob(
         payload.push(ENCODING_RAW);
         payload.extend_from_slice(plain);
     }
-    let sealed = crypto::seal_with_nonce(&k.blob, &NONCE, &blob_aad(kind, &id), &payload)
+    let sealed = crypto::seal_with_nonce(&k.blob, &NONCE, &blob_aad(kind, &id, None), &payload)
         .expect("sealing with a fixed nonce");
     let entry = BlobEntry {
         kind,
@@ -529,6 +539,7 @@ fn real_blob(
         offset,
         length: sealed.len() as u32,
         raw_length: plain.len() as u32,
+        delta: None,
     };
     (entry, sealed, payload)
 }
@@ -539,8 +550,13 @@ fn zstd_frame(plain: &[u8]) -> Vec<u8> {
     let k = keys();
     let id = k.blob_id(plain);
     let s = seal_blob(k, BlobKind::Data, id, plain, 3).expect("seal_blob");
-    let payload = crypto::open(&k.blob, &blob_aad(BlobKind::Data, &id), &s.bytes, "seed")
-        .expect("open own blob");
+    let payload = crypto::open(
+        &k.blob,
+        &blob_aad(BlobKind::Data, &id, None),
+        &s.bytes,
+        "seed",
+    )
+    .expect("open own blob");
     assert_eq!(payload[0], ENCODING_ZSTD, "seed plaintext must compress");
     payload[1..].to_vec()
 }

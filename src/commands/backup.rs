@@ -110,6 +110,80 @@ struct Entry {
 struct Job {
     path: PathBuf,
     size: u64,
+    /// The parent snapshot's chunks of this file, when it changed: where
+    /// delta bases come from.
+    parent: Option<Vec<BlobId>>,
+}
+
+/// The parent version of a file, laid out: each chunk's id and offset, so a
+/// new chunk can be paired with the old chunk at the same place.
+struct OldLayout {
+    ids: Vec<BlobId>,
+    /// Start offset of each chunk, ascending.
+    starts: Vec<u64>,
+    /// End offset of each chunk, by id (an id may repeat; any will do).
+    ends: HashMap<BlobId, u64>,
+}
+
+impl OldLayout {
+    /// Lays out `chunks` with their lengths from the index; `None` when the
+    /// index lacks one (no hints then: the chunks are stored whole).
+    fn new(repo: &IndexedRepository, chunks: &[BlobId]) -> Result<Option<Self>> {
+        let mut starts = Vec::with_capacity(chunks.len());
+        let mut ends = HashMap::with_capacity(chunks.len());
+        let mut off = 0u64;
+        for c in chunks {
+            let Some(loc) = repo.cache().get(c)? else {
+                return Ok(None);
+            };
+            starts.push(off);
+            off += u64::from(loc.entry.raw_length);
+            ends.insert(*c, off);
+        }
+        Ok(Some(OldLayout {
+            ids: chunks.to_vec(),
+            starts,
+            ends,
+        }))
+    }
+
+    /// The old chunk overlapping most of `[lo, lo + len)`; past the old
+    /// end, the last chunk (a file that grew at its end).
+    fn best_overlap(&self, lo: u64, len: u64) -> Option<BlobId> {
+        let n = self.ids.len();
+        if n == 0 {
+            return None;
+        }
+        let i = self.starts.partition_point(|s| *s <= lo).saturating_sub(1);
+        let hi = lo + len;
+        let end_of = |j: usize| self.starts.get(j + 1).copied().unwrap_or(u64::MAX);
+        let overlap = |j: usize| end_of(j).min(hi).saturating_sub(self.starts[j].max(lo));
+        let mut best = i;
+        if i + 1 < n && overlap(i + 1) > overlap(i) {
+            best = i + 1;
+        }
+        Some(self.ids[best])
+    }
+}
+
+/// Pairs each chunk of a changed file with a delta base: the old chunk at
+/// the same place, reckoned from the last chunk both versions share (rows
+/// inserted or deleted before it shift everything after it).
+struct BaseFinder {
+    old: OldLayout,
+    /// End of the last shared chunk: (offset in the new file, in the old).
+    anchor: (u64, u64),
+}
+
+impl BaseFinder {
+    fn hint(&mut self, id: &BlobId, off: u64, len: u64) -> Option<BlobId> {
+        if let Some(&old_end) = self.old.ends.get(id) {
+            self.anchor = (off + len, old_end);
+            return None;
+        }
+        let est = self.anchor.1 + off.saturating_sub(self.anchor.0);
+        self.old.best_overlap(est, len)
+    }
 }
 
 /// A read job's result: its chunks and bytes read, or why the source could
@@ -176,9 +250,17 @@ impl Scanner<'_> {
             match reuse {
                 Some(c) => Scanned::File(Ok(c), state),
                 None => {
+                    let parent = match parent {
+                        Some(Node {
+                            kind: NodeKind::File { chunks },
+                            ..
+                        }) if !chunks.is_empty() => Some(chunks.clone()),
+                        _ => None,
+                    };
                     self.jobs.push(Job {
                         path: path.to_path_buf(),
                         size: meta.size,
+                        parent,
                     });
                     Scanned::File(Err(self.jobs.len() - 1), state)
                 }
@@ -253,7 +335,17 @@ fn store_file(
         Err(e) => return Ok(Err(format!("{}: {e}", job.path.display()))),
     };
     let repo = session.repo();
+    let mut finder = match &job.parent {
+        Some(p) if repo.config().delta_depth > 0 => {
+            OldLayout::new(repo, p)?.map(|old| BaseFinder {
+                old,
+                anchor: (0, 0),
+            })
+        }
+        _ => None,
+    };
     let mut ids = Vec::new();
+    let mut file_off = 0u64;
     let r = repo.chunker().stream(f, READ_BLOCK, |block, lens| {
         check_interrupt()?;
         let mut slices = Vec::with_capacity(lens.len());
@@ -262,15 +354,24 @@ fn store_file(
             slices.push(&block[pos..pos + n]);
             pos += n;
         }
-        let got = slices
-            .par_iter()
-            .map(|c| {
-                let id = repo.keys().blob_id(c);
-                session.add_blob_with_id(BlobKind::Data, id, c)?;
-                Ok(id)
+        let block_ids: Vec<BlobId> = slices.par_iter().map(|c| repo.keys().blob_id(c)).collect();
+        // Bases are found in file order (the anchor moves forward), then the
+        // chunks are sealed in parallel.
+        let hints: Vec<Option<BlobId>> = block_ids
+            .iter()
+            .zip(lens)
+            .map(|(id, &n)| {
+                let h = finder.as_mut().and_then(|f| f.hint(id, file_off, n as u64));
+                file_off += n as u64;
+                h
             })
-            .collect::<Result<Vec<_>>>()?;
-        ids.extend(got);
+            .collect();
+        (0..slices.len()).into_par_iter().try_for_each(|i| {
+            session
+                .add_data(block_ids[i], slices[i], hints[i].as_ref())
+                .map(|_| ())
+        })?;
+        ids.extend(block_ids);
         bytes_read.fetch_add(block.len() as u64, Ordering::Relaxed);
         progress.inc(block.len() as u64);
         Ok(())

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -18,7 +19,7 @@ use serde::Serialize;
 use crate::backend::FileKind;
 use crate::commands::{check_interrupt, Progress};
 use crate::error::{Error, Result};
-use crate::format::pack::{self, BlobEntry};
+use crate::format::pack::{self, BlobEntry, DeltaRef};
 use crate::format::tree::{NodeKind, Tree};
 use crate::format::BlobKind;
 use crate::id::{BlobId, FileId, PackId, SnapshotId};
@@ -75,7 +76,109 @@ fn read_blob(repo: &IndexedRepository, loc: &Loc) -> Result<Vec<u8>> {
         u64::from(loc.entry.offset),
         u64::from(loc.entry.length),
     )?;
-    pack::open_blob(repo.keys(), &loc.entry, &sealed, &loc.pack)
+    pack::open_blob(repo.keys(), &loc.entry, &sealed, &loc.pack, None)
+}
+
+/// Decoded bases kept while reading data, so deltas built on the same base
+/// (or on each other) do not decode it again. Bounded in bytes.
+struct BaseCache {
+    map: Mutex<HashMap<BlobId, Arc<Vec<u8>>>>,
+    bytes: AtomicU64,
+}
+
+/// Budget of [`BaseCache`]: a few hundred default chunks.
+const BASE_CACHE_BYTES: u64 = 32 << 20;
+
+impl BaseCache {
+    fn get(&self, id: &BlobId) -> Option<Arc<Vec<u8>>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn put(&self, id: BlobId, plain: Arc<Vec<u8>>) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if self.bytes.load(Ordering::Relaxed) + plain.len() as u64 > BASE_CACHE_BYTES {
+            m.clear();
+            self.bytes.store(0, Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        m.insert(id, plain);
+    }
+}
+
+/// What check needs to open any blob: its own reading of the index files
+/// (the cache is not trusted) and a cache of decoded bases.
+struct Opener<'a> {
+    repo: &'a IndexedRepository,
+    index: &'a HashMap<BlobId, Loc>,
+    bases: BaseCache,
+}
+
+impl Opener<'_> {
+    /// Opens the blob at `loc` from its sealed bytes, decoding the bases of
+    /// a delta first (each verified against its own id).
+    fn open(&self, loc: &Loc, sealed: &[u8]) -> Result<Vec<u8>> {
+        let base = match &loc.entry.delta {
+            None => None,
+            Some(d) => Some(self.base(&loc.entry.id, d)?),
+        };
+        pack::open_blob(
+            self.repo.keys(),
+            &loc.entry,
+            sealed,
+            &loc.pack,
+            base.as_deref().map(Vec::as_slice),
+        )
+    }
+
+    fn base(&self, id: &BlobId, d: &DeltaRef) -> Result<Arc<Vec<u8>>> {
+        if let Some(p) = self.bases.get(&d.base) {
+            return Ok(p);
+        }
+        let loc = chain_step(self.index, id, d)
+            .map_err(|m| Error::corrupt(format!("delta blob {id}"), m))?;
+        let sealed = self.repo.backend().read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            u64::from(loc.entry.offset),
+            u64::from(loc.entry.length),
+        )?;
+        let plain = Arc::new(self.open(loc, &sealed).map_err(|e| {
+            Error::corrupt(
+                format!("delta blob {id}"),
+                format!("its base {} is unreadable: {e}", d.base),
+            )
+        })?);
+        self.bases.put(d.base, plain.clone());
+        Ok(plain)
+    }
+}
+
+/// One step down a delta chain in check's own index: the base of `id`'s
+/// delta `d`, which must be a data blob one level shallower.
+fn chain_step<'a>(
+    index: &'a HashMap<BlobId, Loc>,
+    id: &BlobId,
+    d: &DeltaRef,
+) -> std::result::Result<&'a Loc, String> {
+    let loc = index.get(&d.base).ok_or_else(|| {
+        format!(
+            "base {} of delta blob {id} is missing (not in any index file)",
+            d.base
+        )
+    })?;
+    let depth = loc.entry.delta.map_or(0, |b| b.depth);
+    if loc.entry.kind != BlobKind::Data || depth + 1 != d.depth {
+        return Err(format!(
+            "base {} of delta blob {id} has depth {depth}, expected {}",
+            d.base,
+            d.depth - 1
+        ));
+    }
+    Ok(loc)
 }
 
 /// Checks the repository.
@@ -184,12 +287,20 @@ pub fn check(
                 m
             });
         let bytes = AtomicU64::new(0);
+        let opener = Opener {
+            repo,
+            index: &index,
+            bases: BaseCache {
+                map: Mutex::new(HashMap::new()),
+                bytes: AtomicU64::new(0),
+            },
+        };
         let results: Vec<Vec<(Option<BlobId>, String)>> = packs
             .par_iter()
             .map(|(pid, _)| {
                 check_interrupt()?;
                 let r = read_pack(
-                    repo,
+                    &opener,
                     pid,
                     by_pack.get(pid).map(Vec::as_slice).unwrap_or(&[]),
                 );
@@ -253,11 +364,8 @@ pub fn check(
 
 /// Reads one pack in full; returns one message per problem (with the blob
 /// it concerns, when there is one).
-fn read_pack(
-    repo: &IndexedRepository,
-    pid: &PackId,
-    indexed: &[&Loc],
-) -> Vec<(Option<BlobId>, String)> {
+fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[&Loc]) -> Vec<(Option<BlobId>, String)> {
+    let repo = opener.repo;
     let mut out = Vec::new();
     let name = pid.to_hex();
     let bytes = match repo.backend().read(FileKind::Pack, &name) {
@@ -300,7 +408,7 @@ fn read_pack(
     for l in indexed {
         let (o, n) = (l.entry.offset as usize, l.entry.length as usize);
         let r = match bytes.get(o..o.saturating_add(n)) {
-            Some(s) => pack::open_blob(repo.keys(), &l.entry, s, pid).map(|_| ()),
+            Some(s) => opener.open(l, s).map(|_| ()),
             None => Err(Error::corrupt(
                 &what,
                 format!("blob {} lies past the end", l.entry.id),
@@ -382,10 +490,10 @@ impl TreeWalk<'_> {
                                 "data blob {c} is in missing or truncated pack {}",
                                 l.pack
                             )),
-                            Some(_) => self
-                                .damaged
-                                .get(c)
-                                .map(|m| format!("data blob {c} is damaged: {m}")),
+                            Some(l) => match self.damaged.get(c) {
+                                Some(m) => Some(format!("data blob {c} is damaged: {m}")),
+                                None => self.chain_problem(c, l),
+                            },
                         };
                         if let Some(p) = problem {
                             self.err(&child, p);
@@ -400,6 +508,32 @@ impl TreeWalk<'_> {
             self.tainted.insert(*tree);
         }
         Ok(bad)
+    }
+
+    /// The first problem down the delta chain of data blob `c`: a base
+    /// missing, inconsistent, in a lost pack, or found damaged. Every blob
+    /// built on a damaged base is damaged with it.
+    fn chain_problem<'s>(&'s self, c: &BlobId, mut loc: &'s Loc) -> Option<String> {
+        while let Some(d) = &loc.entry.delta {
+            let id = loc.entry.id;
+            loc = match chain_step(self.index, &id, d) {
+                Ok(l) => l,
+                Err(m) => return Some(format!("data blob {c} cannot be decoded: {m}")),
+            };
+            if self.missing_packs.contains(&loc.pack) {
+                return Some(format!(
+                    "data blob {c} depends on base {} in missing or truncated pack {}",
+                    d.base, loc.pack
+                ));
+            }
+            if let Some(m) = self.damaged.get(&d.base) {
+                return Some(format!(
+                    "data blob {c} depends on damaged base {}: {m}",
+                    d.base
+                ));
+            }
+        }
+        None
     }
 
     fn load(&self, id: &BlobId) -> std::result::Result<Tree, String> {

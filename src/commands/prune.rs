@@ -27,9 +27,10 @@ use crate::commands::{check_interrupt, Progress};
 use crate::error::{Error, Result};
 use crate::format::config::Operation;
 use crate::format::indexfile::PackListing;
-use crate::format::pack::{self, SealedBlob};
+use crate::format::pack::SealedBlob;
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, PackId};
+use crate::index::Location;
 use crate::markset::MarkSet;
 use crate::repository::IndexedRepository;
 use crate::session::WriteSession;
@@ -127,13 +128,14 @@ fn mark(repo: &IndexedRepository, marks: &mut MarkSet, progress: &dyn Progress) 
                     NodeKind::Dir { tree } => stack.push(tree),
                     NodeKind::File { chunks } => {
                         for c in chunks {
-                            if !repo.cache().contains(&c)? {
+                            let Some(loc) = repo.cache().get(&c)? else {
                                 return Err(Error::Invalid(format!(
                                     "refusing to prune: snapshot {} needs data blob {c}, which no index lists; run `arca check` and `arca repair index`",
                                     sid.short()
                                 )));
-                            }
+                            };
                             marks.insert(&c)?;
+                            mark_bases(repo, marks, loc, sid)?;
                         }
                     }
                     NodeKind::Symlink { .. } => {}
@@ -144,6 +146,26 @@ fn mark(repo: &IndexedRepository, marks: &mut MarkSet, progress: &dyn Progress) 
     }
     marks.flush()?;
     Ok(snaps.len() as u64)
+}
+
+/// Marks every base a live delta needs, down its chain (§6.4): a base is
+/// live as long as one delta built on it is.
+fn mark_bases(
+    repo: &IndexedRepository,
+    marks: &mut MarkSet,
+    mut loc: Location,
+    sid: &crate::id::SnapshotId,
+) -> Result<()> {
+    while let Some(d) = loc.entry.delta {
+        loc = repo.locate_base(&loc.entry.id, &d).map_err(|e| {
+            Error::Invalid(format!(
+                "refusing to prune: snapshot {} needs {e}; run `arca check`",
+                sid.short()
+            ))
+        })?;
+        marks.insert(&loc.entry.id)?;
+    }
+    Ok(())
 }
 
 /// Whether `id` in `pack` is a live blob's canonical copy.
@@ -232,7 +254,6 @@ pub fn prune(
     // over the plan streams it from disk: nothing here grows with the
     // number of packs.
     progress.message("repacking");
-    let keys = repo.keys();
     marks.for_each_pack_note(|pack, note| {
         check_interrupt()?;
         if note.first().copied() != Some(REPACK) {
@@ -251,12 +272,14 @@ pub fn prune(
                 )
             })?;
             // Never copy damage into a new pack: a blob that does not
-            // verify stops the prune before anything is deleted.
-            pack::open_blob(keys, &e, sealed, &pack)?;
+            // verify (through its bases, for a delta) stops the prune
+            // before anything is deleted.
+            repo.open_sealed(&Location { pack, entry: e }, sealed)?;
             session.copy_blob(&SealedBlob {
                 kind: e.kind,
                 id: e.id,
                 raw_length: e.raw_length,
+                delta: e.delta,
                 bytes: sealed.to_vec(),
             })?;
         }

@@ -84,6 +84,8 @@ pub struct Config {
     pub zstd_level: i32,
     /// Target pack size in bytes.
     pub pack_target: u32,
+    /// Longest delta chain a backup writes (§6.4); 0 turns deltas off.
+    pub delta_depth: u8,
     /// Mandatory features per operation: read, write, prune.
     pub features: [Vec<String>; 3],
 }
@@ -94,6 +96,11 @@ pub const DEFAULT_PACK_TARGET: u32 = 16 << 20;
 /// Default zstd level: 3, zstd's own default, the best speed/ratio trade
 /// for CSV and JSON on the reference machine (format-spec.md §11).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Default delta chain bound. Each level costs a cheap decode on restore
+/// (mostly copies from the base); 4 keeps restore within 1.3x of whole
+/// blobs while a chain still spans most of a week of daily backups
+/// (format-spec.md §6.4 has the measurement).
+pub const DEFAULT_DELTA_DEPTH: u8 = 4;
 
 impl Config {
     /// A config for a new repository with default parameters.
@@ -104,6 +111,7 @@ impl Config {
             chunker: ChunkerParams::DEFAULT,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             pack_target: DEFAULT_PACK_TARGET,
+            delta_depth: DEFAULT_DELTA_DEPTH,
             features: [Vec::new(), Vec::new(), Vec::new()],
         }
     }
@@ -138,6 +146,7 @@ impl Config {
         w.u8(self.chunker.normalization);
         w.u32(self.zstd_level as u32);
         w.u32(self.pack_target);
+        w.u8(self.delta_depth);
         for list in &self.features {
             w.u32(list.len() as u32);
             for f in list {
@@ -177,6 +186,13 @@ impl Config {
                 format!("pack target {pack_target}"),
             ));
         }
+        let delta_depth = r.u8()?;
+        if delta_depth > limits::MAX_DELTA_DEPTH {
+            return Err(Error::corrupt(
+                "config",
+                format!("delta depth {delta_depth}"),
+            ));
+        }
         let mut features: [Vec<String>; 3] = Default::default();
         for list in &mut features {
             let n = r.count(limits::MAX_FEATURES, 4)?;
@@ -191,6 +207,7 @@ impl Config {
             chunker,
             zstd_level,
             pack_target,
+            delta_depth,
             features,
         })
     }

@@ -73,13 +73,27 @@ mod tests {
         let p = PackListing {
             id: PackId::of(b"x"),
             length: 1234,
-            blobs: vec![BlobEntry {
-                kind: BlobKind::Tree,
-                id: BlobId([5; 32]),
-                offset: 8,
-                length: 100,
-                raw_length: 77,
-            }],
+            blobs: vec![
+                BlobEntry {
+                    kind: BlobKind::Tree,
+                    id: BlobId([5; 32]),
+                    offset: 8,
+                    length: 100,
+                    raw_length: 77,
+                    delta: None,
+                },
+                BlobEntry {
+                    kind: BlobKind::Data,
+                    id: BlobId([6; 32]),
+                    offset: 108,
+                    length: 100,
+                    raw_length: 77,
+                    delta: Some(crate::format::pack::DeltaRef {
+                        base: BlobId([5; 32]),
+                        depth: 2,
+                    }),
+                },
+            ],
         };
         let body = encode(std::slice::from_ref(&p));
         assert_eq!(decode(&body, "i").unwrap(), vec![p]);

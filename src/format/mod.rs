@@ -62,21 +62,18 @@ pub enum BlobKind {
     Tree = 2,
 }
 
-/// Kind byte reserved for a blob stored as a delta against another blob.
-/// Format v1 readers refuse it (format-spec.md §6.2).
+/// Kind byte of a data blob stored as a delta against another data blob
+/// (format-spec.md §6.4). Only trailer and index entries carry it; the
+/// blob's plaintext is data.
 pub const BLOB_KIND_DELTA: u8 = 3;
 
 impl BlobKind {
-    /// Parses a kind byte, refusing the reserved delta kind and unknown kinds
-    /// with a message that says why.
+    /// Parses the kind byte of a whole blob (1 or 2), refusing unknown kinds
+    /// with a message that says why. Entries parse kind 3 themselves.
     pub fn from_u8(v: u8) -> Result<Self> {
         match v {
             1 => Ok(BlobKind::Data),
             2 => Ok(BlobKind::Tree),
-            BLOB_KIND_DELTA => Err(Error::Unsupported(
-                "blob kind 3 (delta) is reserved and not readable by this arca; upgrade arca"
-                    .into(),
-            )),
             other => Err(Error::Unsupported(format!(
                 "unknown blob kind {other}; this repository was written by a newer arca"
             ))),
@@ -123,6 +120,9 @@ pub mod limits {
     pub const MAX_FILE_CHUNKS: u32 = 16 << 20;
     /// Most feature names per operation in the config.
     pub const MAX_FEATURES: u32 = 256;
+    /// Deepest delta chain a reader follows (writers stay at or below the
+    /// config's depth, at most this).
+    pub const MAX_DELTA_DEPTH: u8 = 16;
 }
 
 /// The 8-byte header of every stored object (format-spec.md §3.1):

@@ -4,29 +4,48 @@
 //! u32 ‖ end magic "APCK". A sealed blob is seal(blob key, aad = header ‖ kind
 //! ‖ id, encoding u8 ‖ data); the trailer is seal(file key, aad = header ‖
 //! "trailer", count u32 ‖ entries) and lists every blob, so the index can be
-//! rebuilt from packs alone.
+//! rebuilt from packs alone. A data blob may be stored as a delta against
+//! another data blob, its base (§6.4): its entry then has kind 3 and names
+//! the base and the chain depth.
 
 use crate::codec::{Reader, Writer};
 use crate::crypto::{self, Keys, Secret32};
 use crate::error::{Error, Result};
-use crate::format::{check_header, header, limits, BlobKind, ObjectType, HEADER_LEN};
+use crate::format::{
+    check_header, header, limits, BlobKind, ObjectType, BLOB_KIND_DELTA, HEADER_LEN,
+};
 use crate::id::{BlobId, PackId};
 
 /// Last four bytes of a pack.
 pub const END_MAGIC: [u8; 4] = *b"APCK";
 /// Length of the fixed footer: trailer length u32 ‖ end magic.
 pub const FOOTER_LEN: usize = 8;
-/// Encoded length of one trailer entry of kind data or tree.
+/// Encoded length of one trailer entry of kind data or tree (the shortest).
 pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+/// Encoded length of one trailer entry of kind 3 (a delta).
+pub const DELTA_ENTRY_LEN: usize = ENTRY_LEN + 32 + 1;
 /// Blob payload encoding: stored as is.
 pub const ENCODING_RAW: u8 = 0;
 /// Blob payload encoding: one zstd frame.
 pub const ENCODING_ZSTD: u8 = 1;
+/// Blob payload encoding: one zstd frame made with the base blob's
+/// plaintext as a raw-content prefix (delta blobs only, §6.4).
+pub const ENCODING_ZSTD_DELTA: u8 = 2;
+
+/// How a delta blob refers to its base (format-spec.md §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeltaRef {
+    /// The data blob whose plaintext is the prefix of this blob's frame.
+    pub base: BlobId,
+    /// Bases to decode before this blob: 1 + the base's depth (a blob
+    /// stored whole has depth 0).
+    pub depth: u8,
+}
 
 /// One blob as listed in a pack trailer and in the index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobEntry {
-    /// Data or tree.
+    /// Data or tree (a delta's plaintext is always data).
     pub kind: BlobKind,
     /// Keyed hash of the plaintext.
     pub id: BlobId,
@@ -36,21 +55,40 @@ pub struct BlobEntry {
     pub length: u32,
     /// Length of the plaintext.
     pub raw_length: u32,
+    /// Set when the blob is stored as a delta against a base.
+    pub delta: Option<DeltaRef>,
 }
 
 impl BlobEntry {
+    /// The kind byte written for this entry: 3 for a delta.
+    pub fn kind_byte(&self) -> u8 {
+        match self.delta {
+            Some(_) => BLOB_KIND_DELTA,
+            None => self.kind as u8,
+        }
+    }
+
     /// Appends the entry's encoding.
     pub fn encode(&self, w: &mut Writer) {
-        w.u8(self.kind as u8);
+        w.u8(self.kind_byte());
         w.raw(&self.id.0);
         w.u32(self.offset);
         w.u32(self.length);
         w.u32(self.raw_length);
+        if let Some(d) = &self.delta {
+            w.raw(&d.base.0);
+            w.u8(d.depth);
+        }
     }
 
     /// Reads one entry and checks its lengths against the limits.
     pub fn decode(r: &mut Reader<'_>) -> Result<Self> {
-        let kind = BlobKind::from_u8(r.u8()?)?;
+        let kind_byte = r.u8()?;
+        let kind = if kind_byte == BLOB_KIND_DELTA {
+            BlobKind::Data
+        } else {
+            BlobKind::from_u8(kind_byte)?
+        };
         let id = BlobId(r.array()?);
         let offset = r.u32()?;
         let length = r.u32()?;
@@ -61,22 +99,47 @@ impl BlobEntry {
         if (length as usize) < crypto::SEAL_OVERHEAD + 1 {
             return Err(r.err(format!("blob {} shorter than its seal", id.short())));
         }
+        let delta = if kind_byte == BLOB_KIND_DELTA {
+            let base = BlobId(r.array()?);
+            let depth = r.u8()?;
+            if depth == 0 || depth > limits::MAX_DELTA_DEPTH || base == id {
+                return Err(r.err(format!(
+                    "delta blob {} has depth {depth} or is its own base",
+                    id.short()
+                )));
+            }
+            Some(DeltaRef { base, depth })
+        } else {
+            None
+        };
         Ok(BlobEntry {
             kind,
             id,
             offset,
             length,
             raw_length,
+            delta,
         })
     }
 }
 
-/// Associated data binding a blob to its pack format, kind and id.
-pub fn blob_aad(kind: BlobKind, id: &BlobId) -> [u8; HEADER_LEN + 33] {
-    let mut a = [0u8; HEADER_LEN + 33];
-    a[..HEADER_LEN].copy_from_slice(&header(ObjectType::Pack));
-    a[HEADER_LEN] = kind as u8;
-    a[HEADER_LEN + 1..].copy_from_slice(&id.0);
+/// Associated data binding a blob to its pack format, kind and id, and a
+/// delta to its base (a delta cannot be re-pointed at another base).
+pub fn blob_aad(kind: BlobKind, id: &BlobId, delta: Option<&DeltaRef>) -> Vec<u8> {
+    let mut a = Vec::with_capacity(HEADER_LEN + 66);
+    a.extend_from_slice(&header(ObjectType::Pack));
+    match delta {
+        Some(d) => {
+            a.push(BLOB_KIND_DELTA);
+            a.extend_from_slice(&id.0);
+            a.extend_from_slice(&d.base.0);
+            a.push(d.depth);
+        }
+        None => {
+            a.push(kind as u8);
+            a.extend_from_slice(&id.0);
+        }
+    }
     a
 }
 
@@ -96,6 +159,8 @@ pub struct SealedBlob {
     pub id: BlobId,
     /// Length of the plaintext.
     pub raw_length: u32,
+    /// Set when stored as a delta.
+    pub delta: Option<DeltaRef>,
     /// The sealed bytes.
     pub bytes: Vec<u8>,
 }
@@ -130,28 +195,83 @@ pub fn seal_blob(
         payload.push(ENCODING_RAW);
         payload.extend_from_slice(plaintext);
     }
-    let bytes = crypto::seal(&keys.blob, &blob_aad(kind, &id), &payload)?;
+    let bytes = crypto::seal(&keys.blob, &blob_aad(kind, &id, None), &payload)?;
     Ok(SealedBlob {
         kind,
         id,
         raw_length,
+        delta: None,
+        bytes,
+    })
+}
+
+/// Seals a data blob already encoded as a delta `frame` against the base
+/// named by `delta` (see [`crate::delta::encode`]).
+pub fn seal_delta(
+    keys: &Keys,
+    id: BlobId,
+    raw_length: usize,
+    delta: DeltaRef,
+    frame: &[u8],
+) -> Result<SealedBlob> {
+    let raw_length = u32::try_from(raw_length)
+        .ok()
+        .filter(|n| *n <= limits::MAX_BLOB_RAW)
+        .ok_or_else(|| Error::Invalid("delta blob exceeds the size limit".into()))?;
+    let mut payload = Vec::with_capacity(1 + frame.len());
+    payload.push(ENCODING_ZSTD_DELTA);
+    payload.extend_from_slice(frame);
+    let bytes = crypto::seal(
+        &keys.blob,
+        &blob_aad(BlobKind::Data, &id, Some(&delta)),
+        &payload,
+    )?;
+    Ok(SealedBlob {
+        kind: BlobKind::Data,
+        id,
+        raw_length,
+        delta: Some(delta),
         bytes,
     })
 }
 
 /// Opens, decompresses and verifies one sealed blob against its entry: the
-/// plaintext must have the entry's length and hash to the entry's id.
-pub fn open_blob(keys: &Keys, entry: &BlobEntry, sealed: &[u8], pack: &PackId) -> Result<Vec<u8>> {
+/// plaintext must have the entry's length and hash to the entry's id. A
+/// delta needs its base's plaintext in `base` (already verified).
+pub fn open_blob(
+    keys: &Keys,
+    entry: &BlobEntry,
+    sealed: &[u8],
+    pack: &PackId,
+    base: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     let what = format!("pack {} blob {} at offset {}", pack, entry.id, entry.offset);
-    let payload = crypto::open(&keys.blob, &blob_aad(entry.kind, &entry.id), sealed, &what)?;
+    let payload = crypto::open(
+        &keys.blob,
+        &blob_aad(entry.kind, &entry.id, entry.delta.as_ref()),
+        sealed,
+        &what,
+    )?;
     let (&encoding, data) = payload
         .split_first()
         .ok_or_else(|| Error::corrupt(&what, "empty payload"))?;
-    let plain = match encoding {
-        ENCODING_RAW => data.to_vec(),
-        ENCODING_ZSTD => zstd::bulk::decompress(data, entry.raw_length as usize)
+    let raw = entry.raw_length as usize;
+    let plain = match (encoding, &entry.delta) {
+        (ENCODING_RAW, None) => data.to_vec(),
+        (ENCODING_ZSTD, None) => zstd::bulk::decompress(data, raw)
             .map_err(|e| Error::corrupt(&what, format!("zstd: {e}")))?,
-        other => return Err(Error::corrupt(&what, format!("unknown encoding {other}"))),
+        (ENCODING_ZSTD_DELTA, Some(d)) => {
+            let base = base.ok_or_else(|| {
+                Error::Invalid(format!("{what}: delta opened without its base {}", d.base))
+            })?;
+            crate::delta::decode(base, data, raw).map_err(|e| Error::corrupt(&what, e))?
+        }
+        (other, _) => {
+            return Err(Error::corrupt(
+                &what,
+                format!("encoding {other} is not valid for this blob kind"),
+            ))
+        }
     };
     if plain.len() != entry.raw_length as usize {
         return Err(Error::corrupt(
@@ -273,6 +393,7 @@ mod tests {
                 offset: pack.len() as u32,
                 length: s.bytes.len() as u32,
                 raw_length: s.raw_length,
+                delta: None,
             });
             pack.extend_from_slice(&s.bytes);
         }
@@ -290,7 +411,7 @@ mod tests {
             proptest::prop_assert_eq!(&got, &entries);
             for (e, want) in got.iter().zip(&blobs) {
                 let s = &pack[e.offset as usize..(e.offset + e.length) as usize];
-                proptest::prop_assert_eq!(&open_blob(&keys, e, s, &PackId::of(&pack)).unwrap(), want);
+                proptest::prop_assert_eq!(&open_blob(&keys, e, s, &PackId::of(&pack), None).unwrap(), want);
             }
         }
 
@@ -306,7 +427,7 @@ mod tests {
                 .filter(|t| *t == entries)
                 .map(|t| {
                     let e = &t[0];
-                    open_blob(&keys, e, &pack[e.offset as usize..(e.offset + e.length) as usize], &pid).is_ok()
+                    open_blob(&keys, e, &pack[e.offset as usize..(e.offset + e.length) as usize], &pid, None).is_ok()
                 })
                 .unwrap_or(false);
             proptest::prop_assert!(!ok, "flip at {} went unnoticed", pos);
@@ -322,7 +443,7 @@ mod tests {
         let pid = PackId::of(&pack);
         for (e, want) in got.iter().zip([&b"hello world"[..], &[0u8; 5000], b""]) {
             let s = &pack[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(open_blob(&keys, e, s, &pid).unwrap(), want);
+            assert_eq!(open_blob(&keys, e, s, &pid, None).unwrap(), want);
         }
     }
 
@@ -333,7 +454,7 @@ mod tests {
         let mut e = entries[0];
         e.id = entries[1].id;
         let s = &pack[e.offset as usize..(e.offset + e.length) as usize];
-        assert!(open_blob(&keys, &e, s, &PackId::of(&pack)).is_err());
+        assert!(open_blob(&keys, &e, s, &PackId::of(&pack), None).is_err());
     }
 
     #[test]
