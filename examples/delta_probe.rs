@@ -32,7 +32,11 @@ fn delta_level() -> i32 {
         .unwrap_or(3)
 }
 const LEVEL: i32 = 3;
-const PER_BLOB: u64 = 41 + 45;
+/// Stored bytes per blob besides its frame: seal (40) and encoding byte,
+/// and its entry in the pack trailer and in an index file (45 bytes each
+/// whole, 78 for a delta).
+const PER_WHOLE: u64 = 41 + 2 * 45;
+const PER_DELTA: u64 = 41 + 2 * 78;
 
 enum Stored {
     Whole(Vec<u8>),
@@ -88,7 +92,20 @@ fn main() -> Result<()> {
     let days: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
     let secrets = MasterSecrets::from_bytes(&[7u8; 96])?;
     let keys = secrets.keys();
-    let chunker = Chunker::new(ChunkerParams::DEFAULT, keys.gear_table())?;
+    // `CHUNK_AVG` (bytes) tries other chunk sizes: min = avg/4, max = avg*4.
+    let params = match std::env::var("CHUNK_AVG")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        Some(avg) => ChunkerParams {
+            min: avg / 4,
+            avg,
+            max: avg * 4,
+            normalization: ChunkerParams::DEFAULT.normalization,
+        },
+        None => ChunkerParams::DEFAULT,
+    };
+    let chunker = Chunker::new(params, keys.gear_table())?;
     let mut blobs: HashMap<BlobId, Blob> = HashMap::new();
     let mut plain: HashMap<BlobId, Vec<u8>> = HashMap::new();
     // Previous day's chunk list per file: (id, offset, len).
@@ -168,7 +185,7 @@ fn main() -> Result<()> {
                     1 => delta += 1,
                     _ => rebased += 1,
                 }
-                stored += best_len as u64 + PER_BLOB;
+                stored += best_len as u64 + if kind == 0 { PER_WHOLE } else { PER_DELTA };
                 depth_sum += best.1 as u64;
                 blobs.insert(
                     id,

@@ -536,9 +536,29 @@ impl IndexedRepository {
         Ok(loc)
     }
 
+    /// The plaintext of a delta's base, decoded through its own chain. Bases
+    /// are authenticated by their seals but not hashed: the delta built on
+    /// them is, and no other base could decode to it.
     fn read_base(&self, id: &BlobId, d: &DeltaRef) -> Result<Vec<u8>> {
         let loc = self.locate_base(id, d)?;
-        self.read_blob_at(&loc).map_err(|e| match e {
+        let sealed = self.repo.backend.read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            u64::from(loc.entry.offset),
+            u64::from(loc.entry.length),
+        )?;
+        let base = match &loc.entry.delta {
+            None => None,
+            Some(bd) => Some(self.read_base(&loc.entry.id, bd)?),
+        };
+        pack::decode_blob(
+            &self.repo.keys,
+            &loc.entry,
+            &sealed,
+            &loc.pack,
+            base.as_deref(),
+        )
+        .map_err(|e| match e {
             Error::Corrupt { what, reason } => Error::Corrupt {
                 what: format!("delta blob {id} (base {what})"),
                 reason,

@@ -115,6 +115,9 @@ struct Opener<'a> {
     repo: &'a IndexedRepository,
     index: &'a HashMap<BlobId, Loc>,
     bases: BaseCache,
+    /// Blobs that reading a pack only authenticates: deltas and their bases,
+    /// decoded afterwards chain by chain (reading every pack).
+    deferred: HashSet<BlobId>,
 }
 
 impl Opener<'_> {
@@ -154,6 +157,139 @@ impl Opener<'_> {
         })?);
         self.bases.put(d.base, plain.clone());
         Ok(plain)
+    }
+}
+
+/// Decodes every delta chain once, from its root (a whole blob) down,
+/// each blob with its base's plaintext: as much work as decoding every blob
+/// whole, where decoding each delta through its chain would repeat the
+/// bases for every blob built on them.
+struct Chains<'a> {
+    opener: &'a Opener<'a>,
+    children: &'a HashMap<BlobId, Vec<BlobId>>,
+    missing_packs: &'a HashSet<PackId>,
+    damaged: &'a HashMap<BlobId, String>,
+}
+
+impl Chains<'_> {
+    /// Problems found: (blob, message) for every blob that does not decode
+    /// and every blob built on one.
+    fn verify_all(&self) -> Vec<(BlobId, String)> {
+        let index = self.opener.index;
+        let mut roots: Vec<BlobId> = self
+            .children
+            .keys()
+            .filter(|b| index.get(*b).is_some_and(|l| l.entry.delta.is_none()))
+            .copied()
+            .collect();
+        roots.sort();
+        let mut out: Vec<(BlobId, String)> = roots
+            .par_iter()
+            .map(|r| {
+                let mut out = Vec::new();
+                self.verify(r, None, &mut out);
+                out
+            })
+            .flatten()
+            .collect();
+        // Deltas no root reaches: a base missing, or depths that do not
+        // step down by one.
+        let mut orphans: Vec<&Loc> = index
+            .values()
+            .filter(|l| l.entry.delta.is_some())
+            .filter(|l| {
+                let mut cur = *l;
+                while let Some(d) = &cur.entry.delta {
+                    match chain_step(index, &cur.entry.id, d) {
+                        Ok(b) => cur = b,
+                        Err(_) => return true,
+                    }
+                }
+                false
+            })
+            .collect();
+        orphans.sort_by_key(|l| l.entry.id);
+        for l in orphans {
+            let mut cur = l;
+            while let Some(d) = &cur.entry.delta {
+                match chain_step(index, &cur.entry.id, d) {
+                    Ok(b) => cur = b,
+                    Err(m) => {
+                        out.push((
+                            l.entry.id,
+                            format!(
+                                "pack {}: data blob {} at offset {}: cannot be decoded: {m}",
+                                l.pack, l.entry.id, l.entry.offset
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn verify(&self, id: &BlobId, base: Option<&[u8]>, out: &mut Vec<(BlobId, String)>) {
+        let Some(loc) = self.opener.index.get(id) else {
+            return;
+        };
+        let plain = if self.missing_packs.contains(&loc.pack) {
+            Err(format!("is in missing or truncated pack {}", loc.pack))
+        } else if self.damaged.contains_key(id) {
+            Err("is damaged".to_string())
+        } else {
+            let repo = self.opener.repo;
+            repo.backend()
+                .read_range(
+                    FileKind::Pack,
+                    &loc.pack.to_hex(),
+                    u64::from(loc.entry.offset),
+                    u64::from(loc.entry.length),
+                )
+                .and_then(|sealed| {
+                    pack::open_blob(repo.keys(), &loc.entry, &sealed, &loc.pack, base)
+                })
+                .map_err(|e| {
+                    let m = format!(
+                        "pack {}: data blob {id} at offset {}: {e}",
+                        loc.pack, loc.entry.offset
+                    );
+                    out.push((*id, m));
+                    "is unreadable".to_string()
+                })
+        };
+        let depth = loc.entry.delta.map_or(0, |d| d.depth);
+        for c in self.children.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+            let Some(cl) = self.opener.index.get(c) else {
+                continue;
+            };
+            if cl.entry.delta.map(|d| d.depth) != Some(depth + 1) {
+                continue; // reported as an orphan chain
+            }
+            match &plain {
+                Ok(p) => self.verify(c, Some(p), out),
+                Err(why) => self.fail(c, id, why, out),
+            }
+        }
+    }
+
+    /// Reports `id` and everything built on it as undecodable because its
+    /// base `base` `why`.
+    fn fail(&self, id: &BlobId, base: &BlobId, why: &str, out: &mut Vec<(BlobId, String)>) {
+        let Some(loc) = self.opener.index.get(id) else {
+            return;
+        };
+        out.push((
+            *id,
+            format!(
+                "pack {}: data blob {id} at offset {}: its base {base} {why}",
+                loc.pack, loc.entry.offset
+            ),
+        ));
+        for c in self.children.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+            self.fail(c, id, "is unreadable", out);
+        }
     }
 }
 
@@ -287,6 +423,23 @@ pub fn check(
                 m
             });
         let bytes = AtomicU64::new(0);
+        // Which delta is built on which blob, for decoding chains root first.
+        let mut children: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
+        for l in index.values() {
+            if let Some(d) = &l.entry.delta {
+                children.entry(d.base).or_default().push(l.entry.id);
+            }
+        }
+        let all = read_data == ReadData::All;
+        let deferred: HashSet<BlobId> = if all {
+            index
+                .values()
+                .filter(|l| l.entry.delta.is_some() || children.contains_key(&l.entry.id))
+                .map(|l| l.entry.id)
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let opener = Opener {
             repo,
             index: &index,
@@ -294,6 +447,7 @@ pub fn check(
                 map: Mutex::new(HashMap::new()),
                 bytes: AtomicU64::new(0),
             },
+            deferred,
         };
         let results: Vec<Vec<(Option<BlobId>, String)>> = packs
             .par_iter()
@@ -317,6 +471,19 @@ pub fn check(
             rep.errors.push(msg.clone());
             if let Some(b) = blob {
                 damaged.insert(b, msg);
+            }
+        }
+        if all {
+            progress.message("decoding deltas");
+            let chains = Chains {
+                opener: &opener,
+                children: &children,
+                missing_packs: &missing_packs,
+                damaged: &damaged,
+            };
+            for (blob, msg) in chains.verify_all() {
+                rep.errors.push(msg.clone());
+                damaged.insert(blob, msg);
             }
         }
     }
@@ -408,6 +575,9 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[&Loc]) -> Vec<(Option
     for l in indexed {
         let (o, n) = (l.entry.offset as usize, l.entry.length as usize);
         let r = match bytes.get(o..o.saturating_add(n)) {
+            Some(s) if opener.deferred.contains(&l.entry.id) => {
+                pack::authenticate_blob(repo.keys(), &l.entry, s, pid)
+            }
             Some(s) => opener.open(l, s).map(|_| ()),
             None => Err(Error::corrupt(
                 &what,

@@ -237,8 +237,30 @@ pub fn seal_delta(
 
 /// Opens, decompresses and verifies one sealed blob against its entry: the
 /// plaintext must have the entry's length and hash to the entry's id. A
-/// delta needs its base's plaintext in `base` (already verified).
+/// delta needs its base's plaintext in `base`.
 pub fn open_blob(
+    keys: &Keys,
+    entry: &BlobEntry,
+    sealed: &[u8],
+    pack: &PackId,
+    base: Option<&[u8]>,
+) -> Result<Vec<u8>> {
+    let plain = decode_blob(keys, entry, sealed, pack, base)?;
+    if keys.blob_id(&plain) != entry.id {
+        let what = format!("pack {} blob {} at offset {}", pack, entry.id, entry.offset);
+        return Err(Error::corrupt(
+            &what,
+            "plaintext does not hash to the blob id",
+        ));
+    }
+    Ok(plain)
+}
+
+/// [`open_blob`] without the final hash check: the seal authenticates the
+/// stored bytes and the length is checked, but the plaintext is not hashed.
+/// Only for the bases inside a delta chain, whose end result is hashed
+/// against its own id (a wrong base cannot produce it).
+pub fn decode_blob(
     keys: &Keys,
     entry: &BlobEntry,
     sealed: &[u8],
@@ -258,8 +280,9 @@ pub fn open_blob(
     let raw = entry.raw_length as usize;
     let plain = match (encoding, &entry.delta) {
         (ENCODING_RAW, None) => data.to_vec(),
-        (ENCODING_ZSTD, None) => zstd::bulk::decompress(data, raw)
-            .map_err(|e| Error::corrupt(&what, format!("zstd: {e}")))?,
+        (ENCODING_ZSTD, None) => {
+            crate::delta::decompress_whole(data, raw).map_err(|e| Error::corrupt(&what, e))?
+        }
         (ENCODING_ZSTD_DELTA, Some(d)) => {
             let base = base.ok_or_else(|| {
                 Error::Invalid(format!("{what}: delta opened without its base {}", d.base))
@@ -283,13 +306,34 @@ pub fn open_blob(
             ),
         ));
     }
-    if keys.blob_id(&plain) != entry.id {
-        return Err(Error::corrupt(
-            &what,
-            "plaintext does not hash to the blob id",
-        ));
-    }
     Ok(plain)
+}
+
+/// Authenticates a sealed blob against its entry without decoding it: its
+/// bytes are exactly what was sealed for this id, kind (and base), and its
+/// encoding suits its kind. Used by `check --read-data`, which decodes
+/// bases and deltas afterwards, each once, from the root of their chain.
+pub fn authenticate_blob(
+    keys: &Keys,
+    entry: &BlobEntry,
+    sealed: &[u8],
+    pack: &PackId,
+) -> Result<()> {
+    let what = format!("pack {} blob {} at offset {}", pack, entry.id, entry.offset);
+    let payload = crypto::open(
+        &keys.blob,
+        &blob_aad(entry.kind, &entry.id, entry.delta.as_ref()),
+        sealed,
+        &what,
+    )?;
+    match (payload.first().copied(), &entry.delta) {
+        (Some(ENCODING_RAW | ENCODING_ZSTD), None) | (Some(ENCODING_ZSTD_DELTA), Some(_)) => Ok(()),
+        (Some(e), _) => Err(Error::corrupt(
+            &what,
+            format!("encoding {e} is not valid for this blob kind"),
+        )),
+        (None, _) => Err(Error::corrupt(&what, "empty payload")),
+    }
 }
 
 /// Encodes the trailer and footer that close a pack whose blobs are `entries`.
