@@ -4,7 +4,7 @@
 //!
 //! Pure functions over bytes. The zstd contexts are made per call because a
 //! referenced prefix borrows the base for the context's lifetime; creating
-//! one costs far less than the 64 KiB it compresses (measured with
+//! one costs far less than the chunk it compresses (measured with
 //! `examples/delta_probe.rs`).
 
 use zstd::zstd_safe::{CCtx, CParameter, DCtx};

@@ -108,7 +108,7 @@ fn compute() -> BTreeMap<String, String> {
 
     // §11 chunk lengths of the test input with the default parameters.
     let chunker = Chunker::new(ChunkerParams::DEFAULT, gear).unwrap();
-    let lens = chunker.chunk_lengths(&xorshift_bytes(1 << 20));
+    let lens = chunker.chunk_lengths(&xorshift_bytes(4 << 20));
     let mut lb = Vec::new();
     for l in lens.iter().take(6) {
         lb.extend_from_slice(&(*l as u32).to_le_bytes());

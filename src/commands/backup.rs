@@ -29,7 +29,7 @@ use crate::repository::IndexedRepository;
 use crate::session::WriteSession;
 
 /// Read block per file: large enough to give rayon many chunks to seal in
-/// parallel (128 chunks of the default 64 KiB average).
+/// parallel (32 chunks of the default 256 KiB average).
 const READ_BLOCK: usize = 8 << 20;
 
 /// What to back up.

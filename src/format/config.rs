@@ -42,9 +42,9 @@ pub struct ChunkerParams {
 impl ChunkerParams {
     /// Defaults chosen by measurement on account tables (format-spec.md §11).
     pub const DEFAULT: ChunkerParams = ChunkerParams {
-        min: 16 * 1024,
-        avg: 64 * 1024,
-        max: 256 * 1024,
+        min: 64 * 1024,
+        avg: 256 * 1024,
+        max: 1024 * 1024,
         normalization: 1,
     };
 
