@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{Backend, FileKind, Listed};
 use crate::error::{Error, Result};
@@ -12,15 +13,44 @@ use crate::error::{Error, Result};
 /// remove leftovers of crashed writers.
 const TMP_PREFIX: &str = ".tmp-";
 
+/// Pack files kept open for ranged reads. Restore and check read many small
+/// ranges of the same packs; reopening the file for each one costs a path
+/// lookup and, worse, resets the kernel's readahead, so reads of a cold pack
+/// went to the disk one blob at a time.
+const OPEN_PACKS: usize = 64;
+
 /// Stores a repository under one directory.
 pub struct LocalBackend {
     root: PathBuf,
+    /// Recently read packs, most recent last. Packs are immutable (named by
+    /// their content), so a cached handle always reads the right bytes.
+    open_packs: Mutex<Vec<(String, Arc<File>)>>,
 }
 
 impl LocalBackend {
     /// A backend rooted at `root` (not created until [`Backend::create`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            open_packs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An open handle on pack `name`, from the cache or newly opened.
+    fn pack_file(&self, name: &str, p: &Path) -> Result<Arc<File>> {
+        let mut open = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = open.iter().position(|(n, _)| n == name) {
+            let entry = open.remove(i);
+            let f = entry.1.clone();
+            open.push(entry);
+            return Ok(f);
+        }
+        let f = Arc::new(File::open(p).map_err(|e| Error::io(p, e))?);
+        if open.len() >= OPEN_PACKS {
+            open.remove(0);
+        }
+        open.push((name.to_string(), f.clone()));
+        Ok(f)
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -121,7 +151,11 @@ impl Backend for LocalBackend {
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let p = self.path(kind, name);
-        let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
+        let f = if kind == FileKind::Pack {
+            self.pack_file(name, &p)?
+        } else {
+            Arc::new(File::open(&p).map_err(|e| Error::io(&p, e))?)
+        };
         let mut buf =
             vec![0u8; usize::try_from(len).map_err(|_| Error::Invalid("range too large".into()))?];
         f.read_exact_at(&mut buf, offset).map_err(|e| {
@@ -182,6 +216,12 @@ impl Backend for LocalBackend {
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path(kind, name);
+        if kind == FileKind::Pack {
+            self.open_packs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(n, _)| n != name);
+        }
         match fs::remove_file(&p) {
             Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
