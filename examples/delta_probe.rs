@@ -83,7 +83,35 @@ fn decode(blobs: &HashMap<BlobId, Blob>, id: &BlobId) -> Result<Vec<u8>> {
     })
 }
 
+/// Moves every cut forward to just after the next newline (a row end in CSV
+/// and JSON lines), as a record-aware chunker would.
+fn to_row_ends(data: &[u8], lens: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(lens.len());
+    let (mut start, mut cut) = (0usize, 0usize);
+    for l in lens {
+        cut += l;
+        if cut <= start {
+            continue;
+        }
+        let end = match data[cut - 1..].iter().position(|b| *b == b'\n') {
+            Some(i) => cut + i,
+            None => data.len(),
+        };
+        out.push(end - start);
+        start = end;
+        if start >= data.len() {
+            break;
+        }
+    }
+    if start < data.len() {
+        out.push(data.len() - start);
+    }
+    out
+}
+
 fn main() -> Result<()> {
+    // `RECORD_CUTS=1` moves cuts to row ends.
+    let record_cuts = std::env::var_os("RECORD_CUTS").is_some();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
         bail!("usage: delta_probe MAXDEPTH DIR_DAY_0 DIR_DAY_1 ...");
@@ -118,7 +146,10 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         for rel in walk(root)? {
             let data = std::fs::read(root.join(&rel))?;
-            let lens = chunker.chunk_lengths(&data);
+            let mut lens = chunker.chunk_lengths(&data);
+            if record_cuts {
+                lens = to_row_ends(&data, &lens);
+            }
             let mut list = Vec::with_capacity(lens.len());
             let mut off = 0;
             for len in lens {

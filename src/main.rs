@@ -372,6 +372,10 @@ impl Progress for Bar {
         if let Some(p) = &self.0 {
             p.set_message(m.to_string());
         }
+        // Memory diagnostics: the peak so far at the start of each phase.
+        if std::env::var_os("ARCA_DEBUG_PEAK_RSS").is_some() {
+            eprintln!("phase {m}: peak RSS so far {}", vm_hwm());
+        }
     }
 }
 
@@ -468,16 +472,21 @@ fn reset_peak_rss() {
     }
 }
 
+/// The process's peak RSS (VmHWM), as Linux prints it.
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 fn report_peak_rss() {
     if std::env::var_os("ARCA_DEBUG_PEAK_RSS").is_some() {
-        if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
-            if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM:")) {
-                eprintln!(
-                    "peak RSS after opening the repository: {}",
-                    l.trim_start_matches("VmHWM:").trim()
-                );
-            }
-        }
+        eprintln!("peak RSS after opening the repository: {}", vm_hwm());
     }
 }
 

@@ -403,8 +403,12 @@ impl Repository {
     }
 }
 
-/// Index files read into memory at once while syncing the cache.
-const SYNC_BATCH: usize = 8;
+/// Index files read into memory at once while syncing the cache: one per
+/// core. An index file holds up to 50,000 blob entries (§13.1), so this
+/// bounds the sync's memory to a few MB per core, whatever the repository.
+fn sync_batch() -> usize {
+    rayon::current_num_threads().clamp(1, 8)
+}
 
 /// A repository with an up-to-date local index: the state needed to read
 /// blobs and to start a write session.
@@ -446,7 +450,7 @@ impl IndexedRepository {
         let todo: Vec<&String> = listed.iter().filter(|n| !seen.contains(*n)).collect();
         // A few files at a time: read in parallel, absorb, drop. Memory is
         // bounded by the batch, not by the repository's index.
-        for batch in todo.chunks(SYNC_BATCH) {
+        for batch in todo.chunks(sync_batch()) {
             let loaded = batch
                 .par_iter()
                 .map(|name| Ok((name.as_str(), self.read_index_file(name)?)))

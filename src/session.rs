@@ -27,6 +27,9 @@ use crate::repository::IndexedRepository;
 /// Packs written before an index file lists them: bounds what an
 /// interrupted backup leaves unindexed (the next backup adopts them anyway).
 const PACKS_PER_INDEX_FILE: usize = 8;
+/// Blob entries per index file, whatever the blob size: readers hold a
+/// whole index file in memory while absorbing it.
+const BLOBS_PER_INDEX_FILE: usize = 50_000;
 
 struct Packer {
     buf: Vec<u8>,
@@ -336,7 +339,9 @@ impl<'a> WriteSession<'a> {
                 length: bytes.len() as u64,
                 blobs: p.entries,
             });
-            if u.len() >= PACKS_PER_INDEX_FILE {
+            if u.len() >= PACKS_PER_INDEX_FILE
+                || u.iter().map(|p| p.blobs.len()).sum::<usize>() >= BLOBS_PER_INDEX_FILE
+            {
                 std::mem::take(&mut *u)
             } else {
                 Vec::new()

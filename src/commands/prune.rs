@@ -37,6 +37,10 @@ use crate::session::WriteSession;
 
 /// Packs listed per index file written for kept packs.
 const PACKS_PER_INDEX_FILE: usize = 256;
+/// Blob entries per index file written for kept packs: the file and its
+/// listing are built in memory, so this bounds prune's memory whatever the
+/// blob size (about 4 MB of listing).
+const BLOBS_PER_INDEX_FILE: usize = 50_000;
 
 /// Prune settings.
 #[derive(Clone, Debug)]
@@ -295,6 +299,7 @@ pub fn prune(
     // 5. Index files for every kept pack.
     progress.message("writing index");
     let mut batch: Vec<PackListing> = Vec::new();
+    let mut batch_blobs = 0usize;
     marks.for_each_pack_note(|pack, note| {
         if note.first().copied() != Some(KEEP) {
             return Ok(());
@@ -303,12 +308,15 @@ pub fn prune(
             .cache()
             .pack_length(&pack)?
             .ok_or_else(|| Error::Cache(format!("pack {pack} vanished from the cache")))?;
+        let blobs = repo.cache().pack_blobs(&pack)?;
+        batch_blobs += blobs.len();
         batch.push(PackListing {
             id: pack,
             length,
-            blobs: repo.cache().pack_blobs(&pack)?,
+            blobs,
         });
-        if batch.len() >= PACKS_PER_INDEX_FILE {
+        if batch.len() >= PACKS_PER_INDEX_FILE || batch_blobs >= BLOBS_PER_INDEX_FILE {
+            batch_blobs = 0;
             keep_index.insert(repo.write_index_file(&std::mem::take(&mut batch))?.to_hex());
         }
         Ok(())
