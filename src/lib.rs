@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod export;
 pub mod format;
 pub mod id;
 pub mod index;
