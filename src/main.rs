@@ -450,7 +450,8 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> CliResult<()> {
         .category
         .iter()
         .map(|c| {
-            arca::export::Category::parse(c).ok_or_else(|| Fail::Usage(format!("unknown category {c:?}")))
+            arca::export::Category::parse(c)
+                .ok_or_else(|| Fail::Usage(format!("unknown category {c:?}")))
         })
         .collect::<CliResult<Vec<_>>>()?;
     let split = a
@@ -497,7 +498,10 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> CliResult<()> {
     }
     let bytes: u64 = rep.files.iter().map(|f| f.size).sum();
     for f in &rep.files {
-        say(cli, &format!("wrote {} ({:.2} MB)", f.path.display(), mb(f.size)));
+        say(
+            cli,
+            &format!("wrote {} ({:.2} MB)", f.path.display(), mb(f.size)),
+        );
     }
     say(
         cli,

@@ -113,16 +113,22 @@ pub fn pick_snapshot(
         return repo.find_snapshot(spec, account);
     };
     if spec != "latest" {
-        return Err(Error::Invalid("give either a snapshot id or --at, not both".into()));
+        return Err(Error::Invalid(
+            "give either a snapshot id or --at, not both".into(),
+        ));
     }
     repo.snapshots()?
         .into_iter()
-        .filter(|(_, s)| account.is_none_or(|a| s.account == a) && s.time <= at)
-        .next_back()
+        .rfind(|(_, s)| account.is_none_or(|a| s.account == a) && s.time <= at)
         .ok_or_else(|| Error::Invalid(format!("no snapshot at or before {}", format_time(at, 0))))
 }
 
-fn collect_files(repo: &IndexedRepository, tree: &BlobId, prefix: &str, out: &mut Vec<SrcFile>) -> Result<()> {
+fn collect_files(
+    repo: &IndexedRepository,
+    tree: &BlobId,
+    prefix: &str,
+    out: &mut Vec<SrcFile>,
+) -> Result<()> {
     check_interrupt()?;
     for node in repo.read_tree(tree)?.nodes {
         let name = String::from_utf8_lossy(&node.name);
@@ -191,7 +197,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Runs `f` over a reader of `file`'s content.
-    fn with_reader<T>(&mut self, file: &SrcFile, f: &mut dyn FnMut(&mut dyn Read) -> Result<T>) -> Result<T> {
+    fn with_reader<T>(
+        &mut self,
+        file: &SrcFile,
+        f: &mut dyn FnMut(&mut dyn Read) -> Result<T>,
+    ) -> Result<T> {
         let repo = self.repo;
         let progress = self.progress;
         self.bytes_read += file.size;
@@ -203,7 +213,10 @@ impl Ctx<'_> {
                         let _ = tx.send(Err(Error::Interrupted));
                         return;
                     }
-                    let got: Vec<Result<Vec<u8>>> = w.par_iter().map(|c| repo.read_blob(c, BlobKind::Data)).collect();
+                    let got: Vec<Result<Vec<u8>>> = w
+                        .par_iter()
+                        .map(|c| repo.read_blob(c, BlobKind::Data))
+                        .collect();
                     for g in got {
                         if let Ok(b) = &g {
                             progress.inc(b.len() as u64);
@@ -364,16 +377,19 @@ fn write_csv_table(
             let mut line = Vec::new();
             let mut start = 0u64;
             loop {
-                let more = rdr.read_byte_record(&mut rec).map_err(|e| {
-                    Error::Invalid(format!("{}: not valid CSV: {e}", file.path))
-                })?;
+                let more = rdr
+                    .read_byte_record(&mut rec)
+                    .map_err(|e| Error::Invalid(format!("{}: not valid CSV: {e}", file.path)))?;
                 if !more {
                     break;
                 }
                 let end = rdr.position().byte();
                 if first {
                     first = false;
-                    header = rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+                    header = rec
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect();
                     if let Some(h) = header.first_mut() {
                         if let Some(x) = h.strip_prefix('\u{feff}') {
                             *h = x.to_string();
@@ -463,8 +479,11 @@ fn json_shape(path: &str) -> Shape {
     }
 }
 
+/// Called with each JSON record: its member name and raw bytes.
+type RecordFn<'a> = dyn FnMut(&Option<String>, &[u8]) -> Result<Fit> + 'a;
+
 /// Feeds every record of `files` to `f`.
-fn each_record(cx: &mut Ctx, files: &[SrcFile], f: &mut dyn FnMut(&Option<String>, &[u8]) -> Result<Fit>) -> Result<Fit> {
+fn each_record(cx: &mut Ctx, files: &[SrcFile], f: &mut RecordFn) -> Result<Fit> {
     for file in files {
         let fit = cx.with_reader(file, &mut |r| {
             let mut sp = Splitter::new(json_shape(&file.path), &file.path);
@@ -493,7 +512,12 @@ fn each_record(cx: &mut Ctx, files: &[SrcFile], f: &mut dyn FnMut(&Option<String
 }
 
 /// Pass 1 over a JSON source: the tables it holds and their columns.
-fn scan_json(cx: &mut Ctx, t: &TableSpec, files: &[SrcFile], by_member: bool) -> Result<Vec<SubTable>> {
+fn scan_json(
+    cx: &mut Ctx,
+    t: &TableSpec,
+    files: &[SrcFile],
+    by_member: bool,
+) -> Result<Vec<SubTable>> {
     let mut subs: Vec<SubTable> = Vec::new();
     let mut flat = Vec::new();
     let _ = each_record(cx, files, &mut |k, rec| {
@@ -537,7 +561,14 @@ fn scan_json(cx: &mut Ctx, t: &TableSpec, files: &[SrcFile], by_member: bool) ->
 }
 
 /// Pass 2: writes one table of a JSON source.
-fn write_json_table(cx: &mut Ctx, z: &mut ZipOut, files: &[SrcFile], sub: &SubTable, format: ExportFormat, mut spec: EntrySpec) -> Result<Vec<String>> {
+fn write_json_table(
+    cx: &mut Ctx,
+    z: &mut ZipOut,
+    files: &[SrcFile],
+    sub: &SubTable,
+    format: ExportFormat,
+    mut spec: EntrySpec,
+) -> Result<Vec<String>> {
     let ncols = sub.stats.columns.len();
     let header = match format {
         ExportFormat::Csv => {
@@ -591,7 +622,12 @@ fn write_json_table(cx: &mut Ctx, z: &mut ZipOut, files: &[SrcFile], sub: &SubTa
     }
 }
 
-fn write_whole(cx: &mut Ctx, z: &mut ZipOut, file: &SrcFile, mut spec: EntrySpec) -> Result<Vec<String>> {
+fn write_whole(
+    cx: &mut Ctx,
+    z: &mut ZipOut,
+    file: &SrcFile,
+    mut spec: EntrySpec,
+) -> Result<Vec<String>> {
     loop {
         z.begin(spec.clone())?;
         let fit = cx.with_reader(file, &mut |r| {
@@ -636,7 +672,13 @@ pub fn folder_name(snapshot: &Snapshot) -> String {
     let account: String = snapshot
         .account
         .chars()
-        .map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     format!("{account}-export-{date}")
 }
@@ -657,7 +699,10 @@ pub fn export(
     let cats: Vec<Category> = if opts.categories.is_empty() {
         Category::ALL.to_vec()
     } else {
-        Category::ALL.into_iter().filter(|c| opts.categories.contains(c)).collect()
+        Category::ALL
+            .into_iter()
+            .filter(|c| opts.categories.contains(c))
+            .collect()
     };
     let inc = &opts.include;
     for name in inc {
@@ -671,12 +716,17 @@ pub fn export(
     let tables: Vec<&TableSpec> = plan
         .tables
         .iter()
-        .filter(|t| cats.contains(&t.category) && (inc.is_empty() || inc.iter().any(|n| t.matches(n))))
+        .filter(|t| {
+            cats.contains(&t.category) && (inc.is_empty() || inc.iter().any(|n| t.matches(n)))
+        })
         .collect();
     let attachments: Vec<&ex::Attachment> = plan
         .attachments
         .iter()
-        .filter(|a| cats.contains(&Category::Attachments) && (inc.is_empty() || inc.iter().any(|n| a.matches(n))))
+        .filter(|a| {
+            cats.contains(&Category::Attachments)
+                && (inc.is_empty() || inc.iter().any(|n| a.matches(n)))
+        })
         .collect();
     let total: u64 = tables
         .iter()
@@ -691,7 +741,12 @@ pub fn export(
     progress.message("exporting");
 
     let folder = folder_name(snap);
-    let mut z = ZipOut::create(&opts.output, opts.split, opts.password.clone(), zip_time(snap.time))?;
+    let mut z = ZipOut::create(
+        &opts.output,
+        opts.split,
+        opts.password.clone(),
+        zip_time(snap.time),
+    )?;
     let mut cx = Ctx {
         repo,
         progress,
@@ -727,10 +782,22 @@ pub fn export(
                 let subs = scan_json(&mut cx, t, files, *by_member)?;
                 let source = match files.as_slice() {
                     [one] => one.path.clone(),
-                    many => format!("{} JSON files ({} … {})", many.len(), many[0].path, many[many.len() - 1].path),
+                    many => format!(
+                        "{} JSON files ({} … {})",
+                        many.len(),
+                        many[0].path,
+                        many[many.len() - 1].path
+                    ),
                 };
                 for sub in &subs {
-                    if *by_member && !inc.is_empty() && !inc.iter().any(|n| n == &sub.name || n == &t.name || n.trim_end_matches(&format!(".{ext}")) == sub.name) {
+                    if *by_member
+                        && !inc.is_empty()
+                        && !inc.iter().any(|n| {
+                            n == &sub.name
+                                || n == &t.name
+                                || n.trim_end_matches(&format!(".{ext}")) == sub.name
+                        })
+                    {
                         continue;
                     }
                     let spec = EntrySpec {
@@ -817,7 +884,10 @@ pub fn export(
         files: written
             .iter()
             .map(|(p, size)| ExportFile {
-                name: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                name: p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 size: *size,
             })
             .collect(),
@@ -864,9 +934,15 @@ pub struct ExportListing {
 pub fn list(repo: &Repository, account: Option<&str>) -> Result<Vec<ExportListing>> {
     let mut out = Vec::new();
     for l in repo.backend().list(FileKind::Export)? {
-        let id = FileId::from_hex(&l.name)
-            .map_err(|_| Error::corrupt(format!("exports/{}", l.name), "not an export file name"))?;
-        let body = repo.read_object(FileKind::Export, ObjectType::Export, &l.name, limits::MAX_EXPORT_FILE)?;
+        let id = FileId::from_hex(&l.name).map_err(|_| {
+            Error::corrupt(format!("exports/{}", l.name), "not an export file name")
+        })?;
+        let body = repo.read_object(
+            FileKind::Export,
+            ObjectType::Export,
+            &l.name,
+            limits::MAX_EXPORT_FILE,
+        )?;
         let record = ExportRecord::decode(&body, &format!("export {id}"))?;
         if account.is_some_and(|a| a != record.account) {
             continue;

@@ -266,13 +266,21 @@ mod tests {
     #[test]
     fn merges_and_keeps_examples() {
         let mut s = TableStats::with_header(&["a", "b", "c"]);
-        for row in [["1", "", "x"], ["2.5", "2024-01-01", "3"], ["", "2024-01-02", ""]] {
+        for row in [
+            ["1", "", "x"],
+            ["2.5", "2024-01-01", "3"],
+            ["", "2024-01-02", ""],
+        ] {
             for (i, v) in row.iter().enumerate() {
                 s.observe(i, v);
             }
             s.rows += 1;
         }
-        let t: Vec<_> = s.columns.iter().map(|c| (c.ty, c.example.as_str(), c.filled)).collect();
+        let t: Vec<_> = s
+            .columns
+            .iter()
+            .map(|c| (c.ty, c.example.as_str(), c.filled))
+            .collect();
         assert_eq!(
             t,
             vec![

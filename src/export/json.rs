@@ -136,11 +136,15 @@ impl Splitter {
                     self.stack.push(b);
                 }
                 b'}' | b']' => {
-                    let open = self.stack.pop().ok_or_else(|| {
-                        Error::Invalid(format!("{}: unbalanced JSON", self.what))
-                    })?;
+                    let open = self
+                        .stack
+                        .pop()
+                        .ok_or_else(|| Error::Invalid(format!("{}: unbalanced JSON", self.what)))?;
                     if (open == b'{') != (b == b'}') {
-                        return Err(Error::Invalid(format!("{}: mismatched JSON brackets", self.what)));
+                        return Err(Error::Invalid(format!(
+                            "{}: mismatched JSON brackets",
+                            self.what
+                        )));
                     }
                     if self.rec.is_some() && self.at_record_level() {
                         if let Some(r) = self.rec.take() {
@@ -160,7 +164,10 @@ impl Splitter {
     /// Checks the stream ended between records.
     pub fn finish(&self) -> Result<()> {
         if self.rec.is_some() || self.in_string || !self.stack.is_empty() {
-            return Err(Error::Invalid(format!("{}: JSON ends inside a value", self.what)));
+            return Err(Error::Invalid(format!(
+                "{}: JSON ends inside a value",
+                self.what
+            )));
         }
         Ok(())
     }
@@ -205,7 +212,10 @@ impl<'de> Deserialize<'de> for Ordered<'de> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Self::Value, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
                 let mut v = Vec::new();
                 while let Some((k, val)) = m.next_entry::<String, &'de RawValue>()? {
                     v.push((k, val));
@@ -224,7 +234,8 @@ impl<'de> Deserialize<'de> for Ordered<'de> {
 /// `value`.
 pub fn flatten(raw: &[u8], out: &mut Vec<(String, String)>) -> Result<()> {
     out.clear();
-    let text = std::str::from_utf8(raw).map_err(|e| Error::Invalid(format!("record is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(raw)
+        .map_err(|e| Error::Invalid(format!("record is not UTF-8: {e}")))?;
     if !text.trim_start().starts_with('{') {
         let mut c = Vec::new();
         compact(raw, &mut c);
@@ -241,7 +252,11 @@ fn bad(e: serde_json::Error) -> Error {
 fn flatten_object(text: &str, prefix: &str, out: &mut Vec<(String, String)>) -> Result<()> {
     let obj: Ordered = serde_json::from_str(text).map_err(bad)?;
     for (k, v) in obj.0 {
-        let name = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+        let name = if prefix.is_empty() {
+            k
+        } else {
+            format!("{prefix}.{k}")
+        };
         let t = v.get().trim();
         match t.as_bytes().first() {
             Some(b'{') => {
@@ -285,8 +300,18 @@ mod tests {
     #[test]
     fn splits_arrays_members_and_lines_at_any_chunk_boundary() {
         for step in [1, 2, 3, 7, 1000] {
-            let a = split(Shape::Document, "[\n{\"a\":1,\"b\":\"x]}\\\"\"},\n{\"a\":[2]}\n]", step);
-            assert_eq!(a, vec![(None, "{\"a\":1,\"b\":\"x]}\\\"\"}".into()), (None, "{\"a\":[2]}".into())]);
+            let a = split(
+                Shape::Document,
+                "[\n{\"a\":1,\"b\":\"x]}\\\"\"},\n{\"a\":[2]}\n]",
+                step,
+            );
+            assert_eq!(
+                a,
+                vec![
+                    (None, "{\"a\":1,\"b\":\"x]}\\\"\"}".into()),
+                    (None, "{\"a\":[2]}".into())
+                ]
+            );
             let o = split(
                 Shape::Document,
                 "{\"file\":1,\"ev\\u0065nts\":[{\"id\":1},\n{\"id\":2}],\"meta\":{\"x\":[{\"no\":1}]},\"g\":[{\"id\":3}],\"t\":\"[{\"}",
@@ -312,7 +337,9 @@ mod tests {
         assert!(s.finish().is_err());
         let mut s = Splitter::new(Shape::Document, "t");
         assert!(s.feed(b"[{\"a\":1]", &mut |_| Ok(())).is_err());
-        assert!(Splitter::new(Shape::Document, "t").feed(b"42", &mut |_| Ok(())).is_err());
+        assert!(Splitter::new(Shape::Document, "t")
+            .feed(b"42", &mut |_| Ok(()))
+            .is_err());
     }
 
     #[test]

@@ -62,7 +62,11 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || Error::Invalid(format!("cannot parse size {s:?}: use e.g. 20MiB, 1GB or 500000"));
+    let bad = || {
+        Error::Invalid(format!(
+            "cannot parse size {s:?}: use e.g. 20MiB, 1GB or 500000"
+        ))
+    };
     let n: f64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -233,7 +237,9 @@ fn stem(path: &str) -> String {
 pub fn plan(mut files: Vec<SrcFile>) -> Plan {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let kissflow = files.iter().any(|f| {
-        f.path == "UserAndGroup.json" || f.path.starts_with("apps/") || f.path.starts_with("audit-logs/")
+        f.path == "UserAndGroup.json"
+            || f.path.starts_with("apps/")
+            || f.path.starts_with("audit-logs/")
     });
     let mut plan = Plan {
         kind: if kissflow {
@@ -245,22 +251,23 @@ pub fn plan(mut files: Vec<SrcFile>) -> Plan {
         tables: Vec::new(),
         attachments: Vec::new(),
     };
-    let add_json = |tables: &mut Vec<TableSpec>, name: String, cat: Category, f: SrcFile, by_member: bool| {
-        if let Some(t) = tables.iter_mut().find(|t| t.name == name) {
-            if let Source::Json { files, .. } = &mut t.source {
-                files.push(f);
-                return;
+    let add_json =
+        |tables: &mut Vec<TableSpec>, name: String, cat: Category, f: SrcFile, by_member: bool| {
+            if let Some(t) = tables.iter_mut().find(|t| t.name == name) {
+                if let Source::Json { files, .. } = &mut t.source {
+                    files.push(f);
+                    return;
+                }
             }
-        }
-        tables.push(TableSpec {
-            name,
-            category: cat,
-            source: Source::Json {
-                files: vec![f],
-                by_member,
-            },
-        });
-    };
+            tables.push(TableSpec {
+                name,
+                category: cat,
+                source: Source::Json {
+                    files: vec![f],
+                    by_member,
+                },
+            });
+        };
     for f in files {
         let p = f.path.clone();
         if p == "settings.json" {
@@ -270,18 +277,36 @@ pub fn plan(mut files: Vec<SrcFile>) -> Plan {
         if kissflow {
             let parts: Vec<&str> = p.split('/').collect();
             if p == "UserAndGroup.json" {
-                add_json(&mut plan.tables, "UserAndGroup".into(), Category::Users, f, true);
+                add_json(
+                    &mut plan.tables,
+                    "UserAndGroup".into(),
+                    Category::Users,
+                    f,
+                    true,
+                );
                 continue;
             }
             if let ["apps", app, "records", file] = parts.as_slice() {
                 if json_shape_ok(file) {
-                    add_json(&mut plan.tables, app.to_string(), Category::Transactional, f, false);
+                    add_json(
+                        &mut plan.tables,
+                        app.to_string(),
+                        Category::Transactional,
+                        f,
+                        false,
+                    );
                     continue;
                 }
             }
             if let ["audit-logs", file] = parts.as_slice() {
                 if json_shape_ok(file) {
-                    add_json(&mut plan.tables, "audit-log".into(), Category::Audit, f, false);
+                    add_json(
+                        &mut plan.tables,
+                        "audit-log".into(),
+                        Category::Audit,
+                        f,
+                        false,
+                    );
                     continue;
                 }
             }
@@ -304,7 +329,13 @@ pub fn plan(mut files: Vec<SrcFile>) -> Plan {
                 source: Source::Csv(f),
             });
         } else if json_shape_ok(&p) {
-            add_json(&mut plan.tables, stem(&p), Category::Transactional, f, false);
+            add_json(
+                &mut plan.tables,
+                stem(&p),
+                Category::Transactional,
+                f,
+                false,
+            );
         } else {
             plan.attachments.push(Attachment { out: p, file: f });
         }
@@ -338,9 +369,19 @@ mod tests {
 
     #[test]
     fn stockflow_mapping() {
-        let p = plan(vec![f("users.csv"), f("orders.csv"), f("settings.json"), f("sub/x.csv"), f("logo.png")]);
+        let p = plan(vec![
+            f("users.csv"),
+            f("orders.csv"),
+            f("settings.json"),
+            f("sub/x.csv"),
+            f("logo.png"),
+        ]);
         assert_eq!(p.kind, AccountKind::Stockflow);
-        let t: Vec<_> = p.tables.iter().map(|t| (t.name.as_str(), t.category)).collect();
+        let t: Vec<_> = p
+            .tables
+            .iter()
+            .map(|t| (t.name.as_str(), t.category))
+            .collect();
         assert_eq!(
             t,
             vec![
@@ -365,7 +406,11 @@ mod tests {
             f("settings.json"),
         ]);
         assert_eq!(p.kind, AccountKind::Kissflow);
-        let t: Vec<_> = p.tables.iter().map(|t| (t.name.as_str(), t.category)).collect();
+        let t: Vec<_> = p
+            .tables
+            .iter()
+            .map(|t| (t.name.as_str(), t.category))
+            .collect();
         assert_eq!(
             t,
             vec![

@@ -58,7 +58,12 @@ pub fn render(i: &ReadmeInfo) -> String {
     let _ = writeln!(s, "Export of account {}", i.account);
     let _ = writeln!(s, "{}\n", "=".repeat(18 + i.account.chars().count()));
     let _ = writeln!(s, "Snapshot:     {} taken {}", i.snapshot, i.snapshot_time);
-    let _ = writeln!(s, "Exported:     {} by arca {}", i.export_time, env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        s,
+        "Exported:     {} by arca {}",
+        i.export_time,
+        env!("CARGO_PKG_VERSION")
+    );
     let _ = writeln!(s, "Account type: {}", i.kind);
     let cats: Vec<&str> = i.categories.iter().map(|c| c.name()).collect();
     let _ = writeln!(s, "Contains:     {} (and settings.json)", cats.join(", "));
@@ -93,8 +98,10 @@ pub fn render(i: &ReadmeInfo) -> String {
              cat NAME.0* > NAME). This README is in the last part.\n"
         );
     }
-    s.push_str("Types below are inferred from every value: integer, decimal, boolean, date\n\
-                (YYYY-MM-DD), datetime (ISO 8601), text; empty means no value at all.\n\n");
+    s.push_str(
+        "Types below are inferred from every value: integer, decimal, boolean, date\n\
+                (YYYY-MM-DD), datetime (ISO 8601), text; empty means no value at all.\n\n",
+    );
     for cat in &i.categories {
         let tables: Vec<&TableOut> = i.tables.iter().filter(|t| t.category == *cat).collect();
         if *cat == Category::Attachments {
@@ -106,8 +113,22 @@ pub fn render(i: &ReadmeInfo) -> String {
         }
         for t in tables {
             let _ = writeln!(s, "### {}", t.entries.join(", "));
-            let _ = writeln!(s, "Table {} from {}: {} rows, {} columns.", t.name, t.source, t.stats.rows, t.stats.columns.len());
-            let w = t.stats.columns.iter().map(|c| c.name.chars().count()).max().unwrap_or(4).clamp(6, 40);
+            let _ = writeln!(
+                s,
+                "Table {} from {}: {} rows, {} columns.",
+                t.name,
+                t.source,
+                t.stats.rows,
+                t.stats.columns.len()
+            );
+            let w = t
+                .stats
+                .columns
+                .iter()
+                .map(|c| c.name.chars().count())
+                .max()
+                .unwrap_or(4)
+                .clamp(6, 40);
             let _ = writeln!(s, "  {:<w$}  {:<8}  example", "column", "type");
             for c in &t.stats.columns {
                 let _ = writeln!(s, "  {:<w$}  {:<8}  {}", c.name, c.ty.name(), c.example);
@@ -130,7 +151,11 @@ pub fn render(i: &ReadmeInfo) -> String {
             let _ = writeln!(s, "  {}  ({size} bytes)", names.join(", "));
         }
         if i.attachments.len() > LIST_ATTACHMENTS {
-            let _ = writeln!(s, "  ... and {} more", i.attachments.len() - LIST_ATTACHMENTS);
+            let _ = writeln!(
+                s,
+                "  ... and {} more",
+                i.attachments.len() - LIST_ATTACHMENTS
+            );
         }
         s.push('\n');
     }

@@ -249,7 +249,9 @@ impl ZipOut {
         // directory: cut them off.
         let end = w.pos;
         w.f.flush().map_err(|e| Error::io(&p.tmp, e))?;
-        let f = w.f.into_inner().map_err(|e| Error::io(&p.tmp, e.into_error()))?;
+        let f =
+            w.f.into_inner()
+                .map_err(|e| Error::io(&p.tmp, e.into_error()))?;
         f.set_len(end).map_err(|e| Error::io(&p.tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&p.tmp, e))?;
         self.done.push(p.tmp);
@@ -404,7 +406,9 @@ impl ZipOut {
                 self.final_name(i + 1)
             };
             std::fs::rename(tmp, &fin).map_err(|e| Error::io(&fin, e))?;
-            let size = std::fs::metadata(&fin).map_err(|e| Error::io(&fin, e))?.len();
+            let size = std::fs::metadata(&fin)
+                .map_err(|e| Error::io(&fin, e))?
+                .len();
             out.push((fin, size));
         }
         self.committed = true;
@@ -460,7 +464,8 @@ mod tests {
     fn split_plan_keeps_entries_whole_and_cuts_only_oversized_ones() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("t.zip");
-        let mut z = ZipOut::create(&path, Some(MIN_SPLIT * 2), None, zip::DateTime::default()).unwrap();
+        let mut z =
+            ZipOut::create(&path, Some(MIN_SPLIT * 2), None, zip::DateTime::default()).unwrap();
         // Random-ish bytes do not compress: sizes are predictable.
         let mut x: u64 = 1;
         let mut block = |n: usize| -> Vec<u8> {
