@@ -322,6 +322,9 @@ struct ExportArgs {
     /// Split into complete ZIP files of at most this size (20MiB, 1GB, ...).
     #[arg(long, value_name = "SIZE")]
     split_size: Option<String>,
+    /// Deflate level: 0 stores, 1 is fastest, 9 smallest.
+    #[arg(long, default_value_t = arca::export::zipout::DEFAULT_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
+    compression: u32,
     /// Encrypt entries (AES-256) with the password on this file's first line.
     #[arg(long, value_name = "FILE", conflicts_with = "zip_password_command")]
     zip_password_file: Option<PathBuf>,
@@ -489,6 +492,7 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> CliResult<()> {
             output,
             split,
             password: password.map(zeroize::Zeroizing::new),
+            level: a.compression,
         },
         &bar,
     )?;

@@ -54,6 +54,8 @@ pub struct ExportOptions {
     pub split: Option<u64>,
     /// Encrypt entries with AES-256 under this password.
     pub password: Option<Zeroizing<String>>,
+    /// Deflate level: 0 stores, 1 fastest, 9 smallest.
+    pub level: u32,
 }
 
 /// One file written.
@@ -747,6 +749,7 @@ pub fn export(
         opts.password.clone(),
         zip_time(snap.time),
     )?;
+    z.set_level(opts.level);
     let mut cx = Ctx {
         repo,
         progress,
