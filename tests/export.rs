@@ -373,7 +373,12 @@ fn errors_have_distinct_codes_and_leave_no_file() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(!out.exists());
     no_partials(e.dir.path());
     // Nothing was recorded for the failed exports.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use rayon::prelude::*;
 use zeroize::Zeroizing;
@@ -202,7 +202,7 @@ impl Ctx<'_> {
     fn with_reader<T>(
         &mut self,
         file: &SrcFile,
-        f: &mut dyn FnMut(&mut dyn Read) -> Result<T>,
+        f: &mut dyn FnMut(&mut (dyn Read + Send)) -> Result<T>,
     ) -> Result<T> {
         let repo = self.repo;
         let progress = self.progress;
@@ -254,7 +254,7 @@ fn read_all(r: &mut dyn Read, path: &str, f: &mut dyn FnMut(&[u8]) -> Result<()>
 /// A `Read` that also keeps what it read, so the raw bytes of each CSV
 /// record can be copied out unchanged.
 struct Tee<'a> {
-    inner: &'a mut dyn Read,
+    inner: &'a mut (dyn Read + Send),
     raw: Rc<RefCell<Raw>>,
 }
 
@@ -350,8 +350,132 @@ fn json_escape_into(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// One pass over a CSV source: stats, and (unless `spec` is `None`) the
-/// table written as CSV (raw bytes) or JSON Lines.
+/// A CSV reader's error: a read error keeps its kind (corrupt data,
+/// interrupted), anything else is a bad file.
+fn csv_error(e: csv::Error, path: &str) -> Error {
+    if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+        if let csv::ErrorKind::Io(io) = e.into_kind() {
+            return unwrap_io(io, path);
+        }
+        return Error::Invalid(format!("{path}: read failed"));
+    }
+    Error::Invalid(format!("{path}: not valid CSV: {e}"))
+}
+
+/// A message from the CSV parser thread to the writer.
+enum CsvMsg {
+    /// The bytes that start the entry (and every piece of it).
+    Header(Vec<u8>),
+    /// Whole rows, about [`BATCH`] bytes.
+    Rows(Vec<u8>),
+}
+
+/// Parses a CSV stream: statistics, and the entry's bytes as messages
+/// (the raw bytes for CSV, one JSON object per row for JSON). Stops early,
+/// without error, when the writer hangs up.
+fn parse_csv(
+    r: &mut (dyn Read + Send),
+    path: &str,
+    format: ExportFormat,
+    tx: &SyncSender<CsvMsg>,
+) -> Result<TableStats> {
+    let raw = Rc::new(RefCell::new(Raw::default()));
+    let tee = Tee {
+        inner: r,
+        raw: raw.clone(),
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(tee);
+    let mut rec = csv::ByteRecord::new();
+    let mut stats = TableStats::default();
+    let mut header: Vec<String> = Vec::new();
+    let mut first = true;
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH + (4 << 10));
+    let mut start = 0u64;
+    let hung_up = |_| Error::Interrupted;
+    loop {
+        let more = rdr
+            .read_byte_record(&mut rec)
+            .map_err(|e| csv_error(e, path))?;
+        if !more {
+            break;
+        }
+        let end = rdr.position().byte();
+        if first {
+            first = false;
+            header = rec
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            if let Some(h) = header.first_mut() {
+                if let Some(x) = h.strip_prefix('\u{feff}') {
+                    *h = x.to_string();
+                }
+            }
+            stats = TableStats::with_header(&header);
+            let head = match format {
+                ExportFormat::Csv => raw.borrow().slice(start, end).to_vec(),
+                ExportFormat::Json => Vec::new(),
+            };
+            if tx.send(CsvMsg::Header(head)).is_err() {
+                return Ok(stats);
+            }
+            start = end;
+            continue;
+        }
+        stats.rows += 1;
+        for (i, f) in rec.iter().enumerate() {
+            stats.observe(i, &String::from_utf8_lossy(f));
+        }
+        match format {
+            ExportFormat::Csv => batch.extend_from_slice(raw.borrow().slice(start, end)),
+            ExportFormat::Json => {
+                batch.push(b'{');
+                for (i, f) in rec.iter().enumerate() {
+                    if i > 0 {
+                        batch.push(b',');
+                    }
+                    match header.get(i) {
+                        Some(h) => json_escape_into(&mut batch, h),
+                        None => json_escape_into(&mut batch, &format!("column_{}", i + 1)),
+                    }
+                    batch.push(b':');
+                    json_escape_into(&mut batch, &String::from_utf8_lossy(f));
+                }
+                batch.extend_from_slice(b"}\n");
+            }
+        }
+        raw.borrow_mut().release(end);
+        start = end;
+        if batch.len() >= BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH + (4 << 10)));
+            if tx.send(CsvMsg::Rows(full)).is_err() {
+                return Ok(stats);
+            }
+        }
+    }
+    if first && tx.send(CsvMsg::Header(Vec::new())).is_err() {
+        return Ok(stats);
+    }
+    if format == ExportFormat::Csv {
+        // Whatever follows the last record (blank lines) is kept.
+        let b = raw.borrow();
+        let total = b.base + b.buf.len() as u64;
+        if total > start {
+            batch.extend_from_slice(b.slice(start, total));
+        }
+    }
+    if !batch.is_empty() {
+        tx.send(CsvMsg::Rows(batch)).map_err(hung_up)?;
+    }
+    Ok(stats)
+}
+
+/// Writes a CSV source as a table (raw bytes for CSV, JSON Lines for JSON)
+/// and returns its statistics. Parsing runs on its own thread, so that it
+/// overlaps with deflate on this one.
 fn write_csv_table(
     cx: &mut Ctx,
     z: &mut ZipOut,
@@ -360,105 +484,41 @@ fn write_csv_table(
     spec: &mut EntrySpec,
 ) -> Result<TableStats> {
     loop {
-        let mut first = true;
-        let mut stats = TableStats::default();
-        let mut header: Vec<String> = Vec::new();
-        let mut restarted = false;
-        let fit = cx.with_reader(file, &mut |r| {
-            let raw = Rc::new(RefCell::new(Raw::default()));
-            let tee = Tee {
-                inner: r,
-                raw: raw.clone(),
-            };
-            let mut rdr = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(tee);
-            let mut rec = csv::ByteRecord::new();
-            let mut batch = Batcher { buf: Vec::new() };
-            let mut line = Vec::new();
-            let mut start = 0u64;
-            loop {
-                let more = rdr
-                    .read_byte_record(&mut rec)
-                    .map_err(|e| Error::Invalid(format!("{}: not valid CSV: {e}", file.path)))?;
-                if !more {
-                    break;
-                }
-                let end = rdr.position().byte();
-                if first {
-                    first = false;
-                    header = rec
-                        .iter()
-                        .map(|f| String::from_utf8_lossy(f).into_owned())
-                        .collect();
-                    if let Some(h) = header.first_mut() {
-                        if let Some(x) = h.strip_prefix('\u{feff}') {
-                            *h = x.to_string();
+        let (fit, stats) = cx.with_reader(file, &mut |r| {
+            std::thread::scope(|s| {
+                let (tx, rx) = sync_channel::<CsvMsg>(4);
+                let parser = s.spawn(move || parse_csv(r, &file.path, format, &tx));
+                let mut fit = Fit::Ok;
+                let written = (|| -> Result<()> {
+                    for m in rx.iter() {
+                        match m {
+                            CsvMsg::Header(h) => {
+                                spec.header = Some(h);
+                                z.begin(spec.clone())?;
+                            }
+                            CsvMsg::Rows(b) => {
+                                if z.write_record(&b)? == Fit::Restart {
+                                    fit = Fit::Restart;
+                                    return Ok(());
+                                }
+                            }
                         }
                     }
-                    stats = TableStats::with_header(&header);
-                    let head = raw.borrow().slice(start, end).to_vec();
-                    spec.header = Some(match format {
-                        ExportFormat::Csv => head,
-                        ExportFormat::Json => Vec::new(),
-                    });
-                    z.begin(spec.clone())?;
-                    start = end;
-                    continue;
-                }
-                stats.rows += 1;
-                for (i, f) in rec.iter().enumerate() {
-                    stats.observe(i, &String::from_utf8_lossy(f));
-                }
-                let fit = match format {
-                    ExportFormat::Csv => {
-                        let b = raw.borrow();
-                        batch.push(z, b.slice(start, end))?
-                    }
-                    ExportFormat::Json => {
-                        line.clear();
-                        line.push(b'{');
-                        for (i, f) in rec.iter().enumerate() {
-                            if i > 0 {
-                                line.push(b',');
-                            }
-                            match header.get(i) {
-                                Some(h) => json_escape_into(&mut line, h),
-                                None => json_escape_into(&mut line, &format!("column_{}", i + 1)),
-                            }
-                            line.push(b':');
-                            json_escape_into(&mut line, &String::from_utf8_lossy(f));
-                        }
-                        line.extend_from_slice(b"}\n");
-                        batch.push(z, &line)?
-                    }
-                };
+                    Ok(())
+                })();
+                // Hang up first: a parser blocked on a full channel stops.
+                drop(rx);
+                let stats = parser
+                    .join()
+                    .map_err(|_| Error::Invalid(format!("{}: CSV parser panicked", file.path)))?;
+                written?;
                 if fit == Fit::Restart {
-                    return Ok(Fit::Restart);
+                    return Ok((fit, TableStats::default()));
                 }
-                raw.borrow_mut().release(end);
-                start = end;
-            }
-            if first {
-                // An empty file: an empty entry.
-                spec.header = Some(Vec::new());
-                z.begin(spec.clone())?;
-            }
-            if format == ExportFormat::Csv {
-                // Whatever follows the last record (blank lines) is kept.
-                let b = raw.borrow();
-                let total = b.base + b.buf.len() as u64;
-                if total > start && batch.push(z, b.slice(start, total))? == Fit::Restart {
-                    return Ok(Fit::Restart);
-                }
-            }
-            batch.flush(z)
+                Ok((fit, stats?))
+            })
         })?;
-        if fit == Fit::Restart {
-            restarted = true;
-        }
-        if !restarted {
+        if fit == Fit::Ok {
             return Ok(stats);
         }
         *spec = z.retry_spec(spec.clone());
