@@ -409,6 +409,10 @@ fn kissflow_tree(dir: &Path) {
         "{\"file\":1,\"events\":[\n{\"id\":\"e1\",\"timestamp\":\"2024-02-01T00:00:00Z\",\"details\":{\"field\":\"x\",\"old\":1}}\n]}\n",
     );
     w("settings.json", "{\"account\": {\"kind\": \"kissflow\"}}\n");
+    w(
+        "apps/CRM/records/meta.json",
+        "{\"app\": \"CRM\", \"version\": 3}\n",
+    );
 }
 
 #[test]
@@ -451,6 +455,7 @@ fn kissflow_exports_by_category() {
 kf-export-2024-03-01/groups.csv
 ['_id', 'Members']
 ['G1', '[\"U1\",\"U2\"]']
+kf-export-2024-03-01/apps/CRM/records/meta.json
 kf-export-2024-03-01/CRM.csv
 ['_id', 'Amount', '_created_by._id', '_created_by.name', 'Lines', 'Note']
 ['P1', '12.5', 'U1', 'Åsa', '[{\"q\":1}]', '']
@@ -517,5 +522,5 @@ kf-export-2024-03-01/README.txt
         "import sys,zipfile\nprint(' '.join(zipfile.ZipFile(sys.argv[1]).namelist()))",
         &[out3.to_str().unwrap()],
     );
-    assert_eq!(names.trim(), "kf-export-2024-03-05/CRM.csv kf-export-2024-03-05/settings.json kf-export-2024-03-05/README.txt");
+    assert_eq!(names.trim(), "kf-export-2024-03-05/apps/CRM/records/meta.json kf-export-2024-03-05/CRM.csv kf-export-2024-03-05/settings.json kf-export-2024-03-05/README.txt");
 }

@@ -573,44 +573,53 @@ fn each_record(cx: &mut Ctx, files: &[SrcFile], f: &mut RecordFn) -> Result<Fit>
     Ok(Fit::Ok)
 }
 
-/// Pass 1 over a JSON source: the tables it holds and their columns.
+/// Pass 1 over a JSON source: the tables it holds and their columns, and
+/// the files that hold no records.
 fn scan_json(
     cx: &mut Ctx,
     t: &TableSpec,
     files: &[SrcFile],
     by_member: bool,
-) -> Result<Vec<SubTable>> {
+) -> Result<(Vec<SubTable>, Vec<SrcFile>)> {
     let mut subs: Vec<SubTable> = Vec::new();
     let mut flat = Vec::new();
-    let _ = each_record(cx, files, &mut |k, rec| {
-        let i = match subs.iter().position(|s| &s.member == k) {
-            Some(i) => i,
-            None => {
-                subs.push(SubTable {
-                    member: k.clone(),
-                    name: String::new(),
-                    index: HashMap::new(),
-                    stats: TableStats::default(),
-                });
-                subs.len() - 1
-            }
-        };
-        let s = &mut subs[i];
-        json::flatten(rec, &mut flat)?;
-        s.stats.rows += 1;
-        for (col, v) in &flat {
-            let ci = match s.index.get(col) {
-                Some(ci) => *ci,
+    let mut no_records = Vec::new();
+    for file in files {
+        let mut seen = 0u64;
+        let _ = each_record(cx, std::slice::from_ref(file), &mut |k, rec| {
+            seen += 1;
+            let i = match subs.iter().position(|s| &s.member == k) {
+                Some(i) => i,
                 None => {
-                    let ci = s.stats.add_column(col);
-                    s.index.insert(col.clone(), ci);
-                    ci
+                    subs.push(SubTable {
+                        member: k.clone(),
+                        name: String::new(),
+                        index: HashMap::new(),
+                        stats: TableStats::default(),
+                    });
+                    subs.len() - 1
                 }
             };
-            s.stats.observe(ci, v);
+            let s = &mut subs[i];
+            json::flatten(rec, &mut flat)?;
+            s.stats.rows += 1;
+            for (col, v) in &flat {
+                let ci = match s.index.get(col) {
+                    Some(ci) => *ci,
+                    None => {
+                        let ci = s.stats.add_column(col);
+                        s.index.insert(col.clone(), ci);
+                        ci
+                    }
+                };
+                s.stats.observe(ci, v);
+            }
+            Ok(Fit::Ok)
+        })?;
+        if seen == 0 {
+            no_records.push(file.clone());
         }
-        Ok(Fit::Ok)
-    })?;
+    }
     let n = subs.len();
     for s in &mut subs {
         s.name = match (&s.member, by_member, n) {
@@ -619,7 +628,7 @@ fn scan_json(
             _ => t.name.clone(),
         };
     }
-    Ok(subs)
+    Ok((subs, no_records))
 }
 
 /// Pass 2: writes one table of a JSON source.
@@ -820,6 +829,7 @@ pub fn export(
         ExportFormat::Json => "jsonl",
     };
     let mut outs: Vec<TableOut> = Vec::new();
+    let mut att_out = Vec::new();
     for t in &tables {
         check_interrupt()?;
         let base = EntrySpec {
@@ -842,7 +852,7 @@ pub fn export(
                 });
             }
             Source::Json { files, by_member } => {
-                let subs = scan_json(&mut cx, t, files, *by_member)?;
+                let (subs, no_records) = scan_json(&mut cx, t, files, *by_member)?;
                 let source = match files.as_slice() {
                     [one] => one.path.clone(),
                     many => format!(
@@ -852,6 +862,16 @@ pub fn export(
                         many[many.len() - 1].path
                     ),
                 };
+                // Files without records (not tables) are kept as they are.
+                for f in &no_records {
+                    let spec = EntrySpec {
+                        name: format!("{folder}/{}", f.path),
+                        source_size: f.size,
+                        ..EntrySpec::default()
+                    };
+                    let names = write_whole(&mut cx, &mut z, f, spec)?;
+                    att_out.push((names, f.size));
+                }
                 for sub in &subs {
                     if *by_member
                         && !inc.is_empty()
@@ -887,7 +907,6 @@ pub fn export(
         };
         write_whole(&mut cx, &mut z, s, spec)?;
     }
-    let mut att_out = Vec::new();
     for a in &attachments {
         check_interrupt()?;
         let spec = EntrySpec {

@@ -139,11 +139,12 @@ pub fn render(i: &ReadmeInfo) -> String {
     if i.settings {
         s.push_str("## settings.json\n\nThe account's settings, exactly as backed up.\n\n");
     }
-    if i.categories.contains(&Category::Attachments) {
+    if i.categories.contains(&Category::Attachments) || !i.attachments.is_empty() {
         let total: u64 = i.attachments.iter().map(|a| a.1).sum();
         let _ = writeln!(
             s,
-            "## attachments\n\n{} files, {} bytes, in their original formats:",
+            "## attachments and other files\n\n{} files, {} bytes, in their original formats\n\
+             (JSON files that hold no records are here too, as they were):",
             i.attachments.len(),
             total
         );
