@@ -524,3 +524,58 @@ kf-export-2024-03-01/README.txt
     );
     assert_eq!(names.trim(), "kf-export-2024-03-05/apps/CRM/records/meta.json kf-export-2024-03-05/CRM.csv kf-export-2024-03-05/settings.json kf-export-2024-03-05/README.txt");
 }
+
+fn peak_rss_kb(stderr: &[u8]) -> u64 {
+    let s = String::from_utf8_lossy(stderr);
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("peak RSS after opening the repository:"))
+        .unwrap_or_else(|| panic!("no peak RSS line in {s}"));
+    line.split_whitespace()
+        .rev()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Streaming: exporting a 72 MB table (as CSV, and as JSON Lines which
+/// rewrites every row) stays well under the table's size in memory.
+#[test]
+fn export_memory_does_not_grow_with_the_table() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("big");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut csv = String::from("id,sku,qty,note,at\n");
+    let mut i = 0u64;
+    while csv.len() < 72_000_000 {
+        i += 1;
+        csv.push_str(&format!(
+            "{i},SF-{:06},{},\"row {i}, with a comma\",2024-03-01T02:{:02}:00Z\n",
+            i * 7919 % 1_000_000,
+            i % 97,
+            i % 60
+        ));
+    }
+    std::fs::write(src.join("movements.csv"), &csv).unwrap();
+    backup(&e, &src, "acme", "2024-03-01T02:00:00");
+    for format in ["csv", "json"] {
+        let out = e.path(&format!("m-{format}.zip"));
+        let o = e
+            .cmd(&[
+                "export",
+                "latest",
+                "--format",
+                format,
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .env("ARCA_DEBUG_PEAK_RSS", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let kb = peak_rss_kb(&o.stderr);
+        assert!(kb < 60_000, "{format}: peak RSS {kb} kB for a 72 MB table");
+    }
+}
