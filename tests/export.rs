@@ -355,7 +355,7 @@ fn errors_have_distinct_codes_and_leave_no_file() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no/such/dir"),
+        String::from_utf8_lossy(&o.stderr).contains("no/such/dir/o.zip: No such file"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

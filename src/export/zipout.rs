@@ -248,13 +248,15 @@ impl ZipOut {
 
     fn open_part(&mut self) -> Result<()> {
         let n = self.done.len() + 1;
-        let tmp = partial(&self.final_name(n));
+        let fin = self.final_name(n);
+        let tmp = partial(&fin);
+        // Named by the file the user asked for: the `.partial` name is ours.
         let f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
+            .map_err(|e| Error::io(&fin, e))?;
         let high = Arc::new(AtomicU64::new(0));
         let end = Arc::new(AtomicU64::new(0));
         let w = Counting {
