@@ -931,6 +931,7 @@ pub fn export(
         settings: plan.settings.is_some(),
         attachments: att_out.clone(),
         split: opts.split,
+        include: opts.include.clone(),
     };
     let text = readme::render(&info);
     z.begin(EntrySpec {

@@ -47,6 +47,8 @@ pub struct ReadmeInfo {
     pub attachments: Vec<(Vec<String>, u64)>,
     /// Part size when split.
     pub split: Option<u64>,
+    /// The `--include` names, when the export was limited to them.
+    pub include: Vec<String>,
 }
 
 /// Attachments listed one by one; past this, only counted.
@@ -67,6 +69,9 @@ pub fn render(i: &ReadmeInfo) -> String {
     let _ = writeln!(s, "Account type: {}", i.kind);
     let cats: Vec<&str> = i.categories.iter().map(|c| c.name()).collect();
     let _ = writeln!(s, "Contains:     {} (and settings.json)", cats.join(", "));
+    if !i.include.is_empty() {
+        let _ = writeln!(s, "Only:         {}", i.include.join(", "));
+    }
     let _ = writeln!(s, "Format:       {}\n", i.format.name());
     match i.format {
         ExportFormat::Csv => s.push_str(
@@ -109,7 +114,7 @@ pub fn render(i: &ReadmeInfo) -> String {
         }
         let _ = writeln!(s, "## {} tables\n", cat.name());
         if tables.is_empty() {
-            s.push_str("(none in this account)\n\n");
+            s.push_str("(none exported)\n\n");
         }
         for t in tables {
             let _ = writeln!(s, "### {}", t.entries.join(", "));
