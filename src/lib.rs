@@ -13,6 +13,7 @@ pub mod codec;
 pub mod crypto;
 pub mod delta;
 pub mod error;
+pub mod export;
 pub mod format;
 pub mod id;
 pub mod index;

@@ -2,13 +2,14 @@
 //! JSON, and maps errors to exit codes (README "Exit codes").
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use arca::backend::LocalBackend;
 use arca::commands::{
-    self, backup, check, forget, parse_time, prune, repair, restore, snapshots, stats, Progress,
+    self, backup, check, export, forget, parse_time, prune, repair, restore, snapshots, stats,
+    Progress,
 };
 use arca::crypto::KdfParams;
 use arca::error::exit;
@@ -132,6 +133,14 @@ enum Cmd {
         #[arg(long)]
         include: Vec<String>,
         /// With "latest": the account whose latest snapshot to restore.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Export a snapshot as CSV or JSON tables in ZIP file(s) (README "Export").
+    Export(Box<ExportArgs>),
+    /// List the exports recorded in the repository.
+    Exports {
+        /// Only this account.
         #[arg(long)]
         account: Option<String>,
     },
@@ -294,6 +303,43 @@ impl ForgetArgs {
     }
 }
 
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Snapshot id (or unique prefix), or "latest".
+    #[arg(default_value = "latest")]
+    snapshot: String,
+    /// With "latest" or --at: the account.
+    #[arg(long)]
+    account: Option<String>,
+    /// The newest snapshot at or before this time (RFC 3339 or YYYY-MM-DD[THH:MM:SS], UTC).
+    #[arg(long)]
+    at: Option<String>,
+    /// Table format: csv, or json (JSON Lines).
+    #[arg(long, value_parser = ["csv", "json"])]
+    format: String,
+    /// Export only this table or path (repeatable), e.g. orders, orders.csv, attachments/CRM.
+    #[arg(long, value_name = "NAME")]
+    include: Vec<String>,
+    /// Export only this category (repeatable).
+    #[arg(long, value_parser = ["users", "transactional", "audit", "attachments"])]
+    category: Vec<String>,
+    /// The ZIP file (default: <account>-export-<date>.zip here).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Split into complete ZIP files of at most this size (20MiB, 1GB, ...).
+    #[arg(long, value_name = "SIZE")]
+    split_size: Option<String>,
+    /// Deflate level: 0 stores, 1 is fastest, 9 smallest.
+    #[arg(long, default_value_t = arca::export::zipout::DEFAULT_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
+    compression: u32,
+    /// Encrypt entries (AES-256) with the password on this file's first line.
+    #[arg(long, value_name = "FILE", conflicts_with = "zip_password_command")]
+    zip_password_file: Option<PathBuf>,
+    /// Encrypt entries (AES-256) with the first output line of this shell command.
+    #[arg(long, value_name = "CMD")]
+    zip_password_command: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum KeyCmd {
     /// Add a key with a new password.
@@ -394,6 +440,99 @@ fn first_line(s: &str) -> String {
 fn read_password_file(p: &PathBuf) -> CliResult<String> {
     let s = std::fs::read_to_string(p).map_err(|e| Fail::Lib(Error::io(p, e)))?;
     Ok(first_line(&s))
+}
+
+fn command_line(c: &str, flag: &str) -> CliResult<String> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(c)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Fail::Usage(format!("{flag}: {e}")))?;
+    if !out.status.success() {
+        return Err(Fail::Usage(format!("{flag} exited with {}", out.status)));
+    }
+    Ok(first_line(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn run_export(cli: &Cli, a: &ExportArgs) -> CliResult<()> {
+    let format = match a.format.as_str() {
+        "json" => arca::format::exportrec::ExportFormat::Json,
+        _ => arca::format::exportrec::ExportFormat::Csv,
+    };
+    let categories = a
+        .category
+        .iter()
+        .map(|c| {
+            arca::export::Category::parse(c)
+                .ok_or_else(|| Fail::Usage(format!("unknown category {c:?}")))
+        })
+        .collect::<CliResult<Vec<_>>>()?;
+    let split = a
+        .split_size
+        .as_deref()
+        .map(arca::export::parse_size)
+        .transpose()
+        .map_err(|e| Fail::Usage(format!("--split-size: {e}")))?;
+    let at = a.at.as_deref().map(parse_time).transpose()?.map(|t| t.0);
+    let password = match (&a.zip_password_file, &a.zip_password_command) {
+        (Some(f), _) => Some(read_password_file(f)?),
+        (None, Some(c)) => Some(command_line(c, "--zip-password-command")?),
+        _ => None,
+    };
+    if password.as_deref() == Some("") {
+        return Err(Fail::Usage("the ZIP password is empty".into()));
+    }
+    let repo = open(cli)?;
+    let _lock = lock::acquire(&repo, false, "export")?;
+    let repo = indexed(cli, repo)?;
+    let (id, snap) = export::pick_snapshot(&repo, &a.snapshot, a.account.as_deref(), at)?;
+    let output = match &a.output {
+        Some(o) => o.clone(),
+        None => export::default_output(Path::new("."), &snap),
+    };
+    let bar = Bar::new(cli, true);
+    let rep = export::export(
+        &repo,
+        &id,
+        &snap,
+        &export::ExportOptions {
+            format,
+            include: a.include.clone(),
+            categories,
+            output,
+            split,
+            password: password.map(zeroize::Zeroizing::new),
+            level: a.compression,
+        },
+        &bar,
+    )?;
+    drop(bar);
+    if cli.json {
+        return print_json(&rep);
+    }
+    let bytes: u64 = rep.files.iter().map(|f| f.size).sum();
+    for f in &rep.files {
+        say(
+            cli,
+            &format!("wrote {} ({:.2} MB)", f.path.display(), mb(f.size)),
+        );
+    }
+    say(
+        cli,
+        &format!(
+            "exported snapshot {} of {}: {} tables, {} attachments, {:.2} MB read, {:.2} MB written in {:.1} s; recorded as export {}",
+            &rep.snapshot[..8],
+            rep.account,
+            rep.tables.len(),
+            rep.attachments,
+            mb(rep.bytes_read),
+            mb(bytes),
+            rep.duration_ms as f64 / 1000.0,
+            &rep.record[..8]
+        ),
+    );
+    Ok(())
 }
 
 /// The password: --password-file, --password-command, $ARCA_PASSWORD, or a
@@ -767,6 +906,34 @@ fn run(cli: &Cli) -> CliResult<i32> {
                         st.bytes as f64 / 1e6
                     ),
                 );
+            }
+        }
+        Cmd::Export(a) => run_export(cli, a)?,
+        Cmd::Exports { account } => {
+            let repo = open(cli)?;
+            let rows = export::list(&repo, account.as_deref())?;
+            if cli.json {
+                print_json(&rows)?;
+            } else {
+                println!(
+                    "{:<10} {:<22} {:<10} {:<12} {:<6} {:>10}  Files",
+                    "ID", "Time", "Snapshot", "Account", "Format", "MB"
+                );
+                for r in &rows {
+                    let e = &r.record;
+                    let names: Vec<&str> = e.files.iter().map(|f| f.name.as_str()).collect();
+                    println!(
+                        "{:<10} {:<22} {:<10} {:<12} {:<6} {:>10.2}  {}{}",
+                        &r.id[..8],
+                        r.time_rfc3339,
+                        &e.snapshot.to_hex()[..8],
+                        e.account,
+                        e.format.name(),
+                        mb(e.files.iter().map(|f| f.size).sum()),
+                        names.join(", "),
+                        if e.encrypted { " (encrypted)" } else { "" }
+                    );
+                }
             }
         }
         Cmd::Check {

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use arca::chunk::Chunker;
 use arca::crypto::{self, context, KdfParams, MasterSecrets};
 use arca::format::config::{ChunkerParams, Config};
+use arca::format::exportrec::{ExportFile, ExportFormat, ExportRecord};
 use arca::format::indexfile::{self, PackListing};
 use arca::format::lockfile::LockRecord;
 use arca::format::pack::{self, BlobEntry};
@@ -67,6 +68,7 @@ fn compute() -> BTreeMap<String, String> {
         ("index", ObjectType::Index),
         ("snapshot", ObjectType::Snapshot),
         ("lock", ObjectType::Lock),
+        ("export", ObjectType::Export),
     ] {
         put(&format!("header-{n}"), &header(t));
     }
@@ -373,6 +375,53 @@ fn compute() -> BTreeMap<String, String> {
         }
         .encode(),
     );
+    // §15 export record body, assembled by hand from the spec's table and
+    // read back through the library.
+    let mut eb = vec![1u8];
+    eb.extend_from_slice(&1_709_258_400i64.to_le_bytes());
+    eb.extend_from_slice(&0u32.to_le_bytes());
+    eb.extend_from_slice(&[0x99; 32]);
+    let s = |b: &mut Vec<u8>, t: &str| {
+        b.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        b.extend_from_slice(t.as_bytes());
+    };
+    s(&mut eb, "acme");
+    s(&mut eb, "h");
+    eb.push(2);
+    eb.push(1);
+    eb.extend_from_slice(&(20u64 << 20).to_le_bytes());
+    for list in [["users", "transactional"], ["users", "orders"]] {
+        eb.extend_from_slice(&2u32.to_le_bytes());
+        for t in list {
+            s(&mut eb, t);
+        }
+    }
+    eb.extend_from_slice(&2u64.to_le_bytes());
+    eb.extend_from_slice(&300u64.to_le_bytes());
+    eb.extend_from_slice(&1u32.to_le_bytes());
+    s(&mut eb, "acme.part-001.zip");
+    eb.extend_from_slice(&1234u64.to_le_bytes());
+    let rec = ExportRecord {
+        time: 1_709_258_400,
+        nanos: 0,
+        snapshot: FileId([0x99; 32]),
+        account: "acme".into(),
+        host: "h".into(),
+        format: ExportFormat::Json,
+        encrypted: true,
+        split_size: 20 << 20,
+        categories: vec!["users".into(), "transactional".into()],
+        tables: vec!["users".into(), "orders".into()],
+        attachments: 2,
+        attachment_bytes: 300,
+        files: vec![ExportFile {
+            name: "acme.part-001.zip".into(),
+            size: 1234,
+        }],
+    };
+    assert_eq!(ExportRecord::decode(&eb, "vector").unwrap(), rec);
+    assert_eq!(rec.encode(), eb);
+    put("export-body", &eb);
     v
 }
 

@@ -184,7 +184,9 @@ impl Backend for LocalBackend {
         if kind != FileKind::Config && p.exists() {
             return Ok(());
         }
-        if kind == FileKind::Pack && !dir.exists() {
+        // Pack subdirectories are made on first use, and so is `exports/`
+        // in a repository created before exports existed.
+        if matches!(kind, FileKind::Pack | FileKind::Export) && !dir.exists() {
             match fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}

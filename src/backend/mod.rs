@@ -24,17 +24,20 @@ pub enum FileKind {
     Snapshot,
     /// `locks/<id>`.
     Lock,
+    /// `exports/<id>`: records of exports (format-spec.md §15).
+    Export,
 }
 
 impl FileKind {
     /// Every kind, in layout order.
-    pub const ALL: [FileKind; 6] = [
+    pub const ALL: [FileKind; 7] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
         FileKind::Index,
         FileKind::Snapshot,
         FileKind::Lock,
+        FileKind::Export,
     ];
     /// The directory holding this kind ("" for the config).
     pub fn dir(self) -> &'static str {
@@ -45,6 +48,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshots",
             FileKind::Lock => "locks",
+            FileKind::Export => "exports",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod export;
 pub mod forget;
 pub mod prune;
 pub mod repair;

@@ -2,6 +2,7 @@
 //! (format-spec.md). Each submodule names the spec section it implements.
 
 pub mod config;
+pub mod exportrec;
 pub mod indexfile;
 pub mod keyfile;
 pub mod lockfile;
@@ -36,6 +37,8 @@ pub enum ObjectType {
     Snapshot = 5,
     /// A lock (§10).
     Lock = 6,
+    /// An export record (§15).
+    Export = 7,
 }
 
 impl ObjectType {
@@ -47,6 +50,7 @@ impl ObjectType {
             4 => ObjectType::Index,
             5 => ObjectType::Snapshot,
             6 => ObjectType::Lock,
+            7 => ObjectType::Export,
             _ => return None,
         })
     }
@@ -106,6 +110,8 @@ pub mod limits {
     pub const MAX_INDEX_PACKS: u32 = 1 << 20;
     /// Largest snapshot file.
     pub const MAX_SNAPSHOT_FILE: u64 = 16 << 20;
+    /// Largest export record file.
+    pub const MAX_EXPORT_FILE: u64 = 16 << 20;
     /// Largest key, config or lock file.
     pub const MAX_SMALL_FILE: u64 = 64 << 10;
     /// Longest name of one tree entry, symlink target, account, tag, host.
