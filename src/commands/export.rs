@@ -918,7 +918,14 @@ pub fn export(
         let names = write_whole(&mut cx, &mut z, &a.file, spec)?;
         att_out.push((names, a.file.size));
     }
-    let now = crate::repository::now_unix();
+    // Sub-second time, so that exports listed in order of time keep the
+    // order they were made in (two exports can finish in one second).
+    let (now, now_nanos) = {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (d.as_secs() as i64, d.subsec_nanos())
+    };
     let info = ReadmeInfo {
         account: snap.account.clone(),
         kind: plan.kind.name(),
@@ -953,7 +960,7 @@ pub fn export(
 
     let record = ExportRecord {
         time: now,
-        nanos: 0,
+        nanos: now_nanos,
         snapshot: *id,
         account: snap.account.clone(),
         host: gethostname::gethostname().to_string_lossy().into_owned(),
@@ -1036,7 +1043,9 @@ pub fn list(repo: &Repository, account: Option<&str>) -> Result<Vec<ExportListin
             record,
         });
     }
-    out.sort_by(|a, b| (a.record.time, &a.id).cmp(&(b.record.time, &b.id)));
+    out.sort_by(|a, b| {
+        (a.record.time, a.record.nanos, &a.id).cmp(&(b.record.time, b.record.nanos, &b.id))
+    });
     Ok(out)
 }
 
