@@ -32,10 +32,15 @@ use crate::format::{limits, BlobKind, ObjectType};
 use crate::id::{BlobId, FileId, SnapshotId};
 use crate::repository::{IndexedRepository, Repository};
 
-/// Chunks read ahead of the writer: with 64 KiB average chunks (256 KiB at
-/// most) this keeps 4–16 MiB in flight, enough to keep every core
-/// decrypting and decompressing while the writer deflates.
-const READ_AHEAD: usize = 64;
+/// Bytes of chunks read ahead of the writer (decoded in one parallel window,
+/// and as much again queued): enough to keep every core decrypting and
+/// decompressing while the writer deflates, whatever the chunk size.
+const READ_AHEAD_BYTES: usize = 4 << 20;
+
+/// Chunks per read-ahead window for the repository's average chunk size.
+fn read_ahead(repo: &IndexedRepository) -> usize {
+    (READ_AHEAD_BYTES / repo.config().chunker.avg.max(1) as usize).clamp(2, 64)
+}
 /// Rows are handed to the ZIP writer in batches of about this size: the
 /// unit a split part is checked against.
 const BATCH: usize = 64 << 10;
@@ -207,10 +212,11 @@ impl Ctx<'_> {
         let repo = self.repo;
         let progress = self.progress;
         self.bytes_read += file.size;
+        let window = read_ahead(repo);
         std::thread::scope(|s| {
-            let (tx, rx) = sync_channel::<Result<Vec<u8>>>(READ_AHEAD);
+            let (tx, rx) = sync_channel::<Result<Vec<u8>>>(window);
             s.spawn(move || {
-                for w in file.chunks.chunks(READ_AHEAD) {
+                for w in file.chunks.chunks(window) {
                     if check_interrupt().is_err() {
                         let _ = tx.send(Err(Error::Interrupted));
                         return;
