@@ -497,13 +497,18 @@ impl IndexedRepository {
     /// Reads, opens and verifies a blob at a known location; a delta is
     /// decoded through its chain of bases.
     pub fn read_blob_at(&self, loc: &Location) -> Result<Vec<u8>> {
-        let sealed = self.repo.backend.read_range(
+        let sealed = self.read_sealed(loc)?;
+        self.open_sealed(loc, &sealed)
+    }
+
+    /// The sealed bytes of the blob at `loc`, as stored.
+    pub fn read_sealed(&self, loc: &Location) -> Result<Vec<u8>> {
+        self.repo.backend.read_range(
             FileKind::Pack,
             &loc.pack.to_hex(),
             u64::from(loc.entry.offset),
             u64::from(loc.entry.length),
-        )?;
-        self.open_sealed(loc, &sealed)
+        )
     }
 
     /// Opens and verifies the sealed bytes of the blob at `loc`, reading
@@ -545,12 +550,7 @@ impl IndexedRepository {
     /// them is, and no other base could decode to it.
     fn read_base(&self, id: &BlobId, d: &DeltaRef) -> Result<Vec<u8>> {
         let loc = self.locate_base(id, d)?;
-        let sealed = self.repo.backend.read_range(
-            FileKind::Pack,
-            &loc.pack.to_hex(),
-            u64::from(loc.entry.offset),
-            u64::from(loc.entry.length),
-        )?;
+        let sealed = self.read_sealed(&loc)?;
         let base = match &loc.entry.delta {
             None => None,
             Some(bd) => Some(self.read_base(&loc.entry.id, bd)?),

@@ -64,18 +64,11 @@ impl CheckReport {
     }
 }
 
-struct Loc {
-    pack: PackId,
-    entry: BlobEntry,
-}
+/// Where check's own reading of the index files puts a blob.
+type Loc = crate::index::Location;
 
 fn read_blob(repo: &IndexedRepository, loc: &Loc) -> Result<Vec<u8>> {
-    let sealed = repo.backend().read_range(
-        FileKind::Pack,
-        &loc.pack.to_hex(),
-        u64::from(loc.entry.offset),
-        u64::from(loc.entry.length),
-    )?;
+    let sealed = repo.read_sealed(loc)?;
     pack::open_blob(repo.keys(), &loc.entry, &sealed, &loc.pack, None)
 }
 
@@ -143,12 +136,7 @@ impl Opener<'_> {
         }
         let loc = chain_step(self.index, id, d)
             .map_err(|m| Error::corrupt(format!("delta blob {id}"), m))?;
-        let sealed = self.repo.backend().read_range(
-            FileKind::Pack,
-            &loc.pack.to_hex(),
-            u64::from(loc.entry.offset),
-            u64::from(loc.entry.length),
-        )?;
+        let sealed = self.repo.read_sealed(loc)?;
         let plain = Arc::new(self.open(loc, &sealed).map_err(|e| {
             Error::corrupt(
                 format!("delta blob {id}"),
@@ -240,13 +228,7 @@ impl Chains<'_> {
             Err("is damaged".to_string())
         } else {
             let repo = self.opener.repo;
-            repo.backend()
-                .read_range(
-                    FileKind::Pack,
-                    &loc.pack.to_hex(),
-                    u64::from(loc.entry.offset),
-                    u64::from(loc.entry.length),
-                )
+            repo.read_sealed(loc)
                 .and_then(|sealed| {
                     pack::open_blob(repo.keys(), &loc.entry, &sealed, &loc.pack, base)
                 })

@@ -247,13 +247,34 @@ pub fn open_blob(
 ) -> Result<Vec<u8>> {
     let plain = decode_blob(keys, entry, sealed, pack, base)?;
     if keys.blob_id(&plain) != entry.id {
-        let what = format!("pack {} blob {} at offset {}", pack, entry.id, entry.offset);
         return Err(Error::corrupt(
-            &what,
+            blob_what(entry, pack),
             "plaintext does not hash to the blob id",
         ));
     }
     Ok(plain)
+}
+
+/// How messages name a blob: its pack, id and offset.
+fn blob_what(entry: &BlobEntry, pack: &PackId) -> String {
+    format!("pack {} blob {} at offset {}", pack, entry.id, entry.offset)
+}
+
+/// Authenticates and decrypts a sealed blob: (how to name it, payload).
+fn open_payload(
+    keys: &Keys,
+    entry: &BlobEntry,
+    sealed: &[u8],
+    pack: &PackId,
+) -> Result<(String, Vec<u8>)> {
+    let what = blob_what(entry, pack);
+    let payload = crypto::open(
+        &keys.blob,
+        &blob_aad(entry.kind, &entry.id, entry.delta.as_ref()),
+        sealed,
+        &what,
+    )?;
+    Ok((what, payload))
 }
 
 /// [`open_blob`] without the final hash check: the seal authenticates the
@@ -267,13 +288,7 @@ pub fn decode_blob(
     pack: &PackId,
     base: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    let what = format!("pack {} blob {} at offset {}", pack, entry.id, entry.offset);
-    let payload = crypto::open(
-        &keys.blob,
-        &blob_aad(entry.kind, &entry.id, entry.delta.as_ref()),
-        sealed,
-        &what,
-    )?;
+    let (what, payload) = open_payload(keys, entry, sealed, pack)?;
     let (&encoding, data) = payload
         .split_first()
         .ok_or_else(|| Error::corrupt(&what, "empty payload"))?;
@@ -319,13 +334,7 @@ pub fn authenticate_blob(
     sealed: &[u8],
     pack: &PackId,
 ) -> Result<()> {
-    let what = format!("pack {} blob {} at offset {}", pack, entry.id, entry.offset);
-    let payload = crypto::open(
-        &keys.blob,
-        &blob_aad(entry.kind, &entry.id, entry.delta.as_ref()),
-        sealed,
-        &what,
-    )?;
+    let (what, payload) = open_payload(keys, entry, sealed, pack)?;
     match (payload.first().copied(), &entry.delta) {
         (Some(ENCODING_RAW | ENCODING_ZSTD), None) | (Some(ENCODING_ZSTD_DELTA), Some(_)) => Ok(()),
         (Some(e), _) => Err(Error::corrupt(
