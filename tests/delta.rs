@@ -215,3 +215,63 @@ fn prune_keeps_bases_that_kept_snapshots_need() {
     e.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
     same_tree(&src, &out);
 }
+
+#[test]
+fn backup_does_not_reuse_a_delta_whose_base_is_gone() {
+    // A delta listed without its base is what an interrupted prune can
+    // leave behind (its dead pack adopted after the base's pack was
+    // deleted). Here: delete the pack of a base, rebuild the index.
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    for day in 0..2 {
+        backup_day(&e, &src, day);
+    }
+    let locs = locations(&e);
+    let base = locs
+        .values()
+        .find_map(|l| l.entry.delta.map(|d| d.base))
+        .expect("a delta");
+    let hex = locs[&base].pack.to_hex();
+    std::fs::remove_file(e.repo().join("data").join(&hex[..2]).join(&hex)).unwrap();
+    e.ok(&["repair", "index"]);
+    let locs = locations(&e);
+    assert!(!locs.contains_key(&base));
+    assert!(
+        locs.values()
+            .any(|l| l.entry.delta.is_some_and(|d| d.base == base)),
+        "a delta is listed without its base"
+    );
+
+    // The same source again, unchanged: files whose chunks are gone or
+    // built on the lost base are read and stored again, not reused.
+    let o = e.run(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--account",
+        "acme",
+        "--time",
+        "2024-03-03T02:00:00Z",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let latest = e.snapshots_json().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = e.path("out");
+    e.ok(&["restore", &latest, "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out);
+    // Check still reports the old snapshots' damage, and none in the new.
+    let o = e.run(&["check", "--read-data"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        !err.contains(&latest[..8]),
+        "the new snapshot is whole: {err}"
+    );
+}

@@ -232,7 +232,17 @@ impl Scanner<'_> {
                     && *mtime_nanos == meta.mtime_nanos
                     && *inode == meta.inode =>
                 {
-                    Some(chunks.clone())
+                    // Only if the repository still has every chunk, with
+                    // its delta chain: otherwise the file is read again, so
+                    // a damaged or repaired repository heals on backup.
+                    let mut usable = true;
+                    for c in chunks {
+                        if !self.repo.has_usable(c)? {
+                            usable = false;
+                            break;
+                        }
+                    }
+                    usable.then(|| chunks.clone())
                 }
                 _ => None,
             };
