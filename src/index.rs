@@ -254,7 +254,16 @@ impl IndexCache {
             b.put(pack_key(&p.id), p.length.to_le_bytes());
             for e in &p.blobs {
                 let v = encode_location(&p.id, e);
-                b.put(blob_key(&e.id), &v);
+                // The canonical copy of a blob stored twice is the one with
+                // the shorter chain: a whole copy never depends on a base
+                // that an interrupted prune may have deleted.
+                let keep_old = e.delta.is_some()
+                    && self
+                        .get(&e.id)?
+                        .is_some_and(|old| old.entry.chain_depth() < e.chain_depth());
+                if !keep_old {
+                    b.put(blob_key(&e.id), &v);
+                }
                 b.put(pack_blob_key(&p.id, &e.id), &v);
                 n += 1;
                 if n % WRITE_BATCH_BLOBS == 0 {

@@ -166,12 +166,20 @@ impl<'a> WriteSession<'a> {
             plaintext,
             self.repo.config().zstd_level,
         )?;
+        self.store_new(&sealed)?;
+        Ok(true)
+    }
+
+    /// Counts and appends a blob new to the repository.
+    fn store_new(&self, sealed: &SealedBlob) -> Result<()> {
         self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
+        if sealed.delta.is_some() {
+            self.stats.deltas_added.fetch_add(1, Ordering::Relaxed);
+        }
         self.stats
             .bytes_added
-            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-        self.append(&sealed)?;
-        Ok(true)
+            .fetch_add(u64::from(sealed.raw_length), Ordering::Relaxed);
+        self.append(sealed)
     }
 
     /// Stores a data chunk whose id the caller computed, unless the
@@ -193,15 +201,12 @@ impl<'a> WriteSession<'a> {
             return Ok(false);
         }
         let cfg = self.repo.config();
-        let delta = match base_hint {
-            Some(h) if cfg.delta_depth > 0 && *h != id => self.seal_as_delta(id, plaintext, h)?,
+        let sealed = match base_hint {
+            Some(h) if cfg.delta_depth > 0 && *h != id => self.seal_with_base(id, plaintext, h)?,
             _ => None,
         };
-        let sealed = match delta {
-            Some(s) => {
-                self.stats.deltas_added.fetch_add(1, Ordering::Relaxed);
-                s
-            }
+        let sealed = match sealed {
+            Some(s) => s,
             None => pack::seal_blob(
                 self.repo.keys(),
                 BlobKind::Data,
@@ -210,17 +215,14 @@ impl<'a> WriteSession<'a> {
                 cfg.zstd_level,
             )?,
         };
-        self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .bytes_added
-            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-        self.append(&sealed)?;
+        self.store_new(&sealed)?;
         Ok(true)
     }
 
-    /// The delta encoding of `plaintext` against `hint` (or its chain's
-    /// root), when it is worth storing; `None` to store the blob whole.
-    fn seal_as_delta(
+    /// Seals `plaintext` as a delta against `hint` (or its chain's root),
+    /// or whole when that turned out smaller; `None` when no usable base
+    /// exists (the caller seals it whole).
+    fn seal_with_base(
         &self,
         id: BlobId,
         plaintext: &[u8],
@@ -262,12 +264,17 @@ impl<'a> WriteSession<'a> {
         // account data (zstd stores CSV at about 0.29); above it, compare,
         // and keep the delta only when it saves at least a tenth.
         if frame.len() * 10 > plaintext.len() {
-            let whole = zstd::bulk::compress(plaintext, cfg.zstd_level)
-                .map_err(|e| Error::Invalid(format!("zstd: {e}")))?
-                .len()
-                .min(plaintext.len());
-            if frame.len() * 10 >= whole * 9 {
-                return Ok(None);
+            // Sealed whole once; kept if the delta does not beat it.
+            let whole =
+                pack::seal_blob(repo.keys(), BlobKind::Data, id, plaintext, cfg.zstd_level)?;
+            if frame.len() * 10
+                >= whole
+                    .bytes
+                    .len()
+                    .saturating_sub(crate::crypto::SEAL_OVERHEAD + 1)
+                    * 9
+            {
+                return Ok(Some(whole));
             }
         }
         let d = DeltaRef {

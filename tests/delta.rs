@@ -21,16 +21,7 @@ use common::{gen, pack_bytes, same_tree, Env, PASSWORD};
 const SCALE: f64 = 0.05;
 
 fn backup_day(e: &Env, src: &Path, day: u32) {
-    let _ = std::fs::remove_dir_all(src);
-    gen(src, day, SCALE);
-    e.ok(&[
-        "backup",
-        src.to_str().unwrap(),
-        "--account",
-        "acme",
-        "--time",
-        &format!("2024-03-{:02}T02:00:00Z", day + 1),
-    ]);
+    common::backup_day(e, src, day, SCALE);
 }
 
 /// Every blob location in the repository's index, through the library.

@@ -20,16 +20,7 @@ fn repo_with_days(e: &Env, days: u32, scale: f64, init: &[&str]) -> Vec<String> 
     e.ok(&args);
     let src = e.path("src");
     for day in 0..days {
-        gen(&src, day, scale);
-        let t = format!("2024-03-{:02}T02:00:00", day + 1);
-        e.ok(&[
-            "backup",
-            src.to_str().unwrap(),
-            "--account",
-            "acme",
-            "--time",
-            &t,
-        ]);
+        backup_day(e, &src, day, scale);
     }
     e.snapshots_json()
         .iter()

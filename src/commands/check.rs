@@ -327,6 +327,14 @@ pub fn check(
                 for p in packs {
                     pack_len.insert(p.id, p.length);
                     for e in p.blobs {
+                        // As the cache does: of two copies, the one with
+                        // the shorter delta chain is the one readers use.
+                        if index
+                            .get(&e.id)
+                            .is_some_and(|old| old.entry.chain_depth() < e.chain_depth())
+                        {
+                            continue;
+                        }
                         index.insert(
                             e.id,
                             Loc {

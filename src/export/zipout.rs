@@ -535,16 +535,10 @@ mod tests {
         let mut z =
             ZipOut::create(&path, Some(MIN_SPLIT * 2), None, zip::DateTime::default()).unwrap();
         // Random-ish bytes do not compress: sizes are predictable.
-        let mut x: u64 = 1;
+        let mut seed = 0u64;
         let mut block = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
+            seed += 1;
+            crate::testutil::noise(n, seed)
         };
         let mut write = |z: &mut ZipOut, name: &str, blocks: usize| {
             let mut spec = EntrySpec {

@@ -68,6 +68,11 @@ impl BlobEntry {
         }
     }
 
+    /// Bases to decode before this blob: 0 for a whole blob.
+    pub fn chain_depth(&self) -> u8 {
+        self.delta.map_or(0, |d| d.depth)
+    }
+
     /// Appends the entry's encoding.
     pub fn encode(&self, w: &mut Writer) {
         w.u8(self.kind_byte());

@@ -88,6 +88,21 @@ pub fn gen(dir: &Path, day: u32, scale: f64) {
     generate_day(dir, day, &GenOptions { scale, seed: 42 }).expect("generate");
 }
 
+/// Generates day `day` into `src` (afresh) and backs it up for account
+/// `acme` at 02:00 UTC of 2024-03-(day + 1).
+pub fn backup_day(e: &Env, src: &Path, day: u32, scale: f64) {
+    let _ = std::fs::remove_dir_all(src);
+    gen(src, day, scale);
+    e.ok(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--account",
+        "acme",
+        "--time",
+        &format!("2024-03-{:02}T02:00:00Z", day + 1),
+    ]);
+}
+
 pub fn same_tree(a: &Path, b: &Path) {
     let d = arca::demo::compare_dirs(a, b).expect("compare");
     assert!(d.is_empty(), "trees differ:\n{}", d.join("\n"));
