@@ -5,27 +5,52 @@
 //! concatenated, several MB) and 4 MiB of pseudo-random bytes standing in for
 //! incompressible attachments.
 //!
-//! Groups: `chunking` (FastCDC with a secret gear table), `hashing` (keyed
-//! BLAKE3 blob ids over 64 KiB pieces), `seal` (zstd 3 + XChaCha20-Poly1305,
-//! as `seal_blob` does for a pack), `open` (decrypt, decompress, verify) and
-//! `pipeline` (chunk + hash + seal of the whole CSV buffer, one thread).
+//! Groups, one per stage of the path a byte takes, then the whole path:
+//!
+//! - `chunking`: FastCDC with a secret gear table.
+//! - `hashing`: keyed BLAKE3 blob ids over 64 KiB pieces.
+//! - `compression`: zstd alone (no encryption) on the CSV chunks: compress at
+//!   levels 1 and 3, decompress of the level-3 frames; what `seal` costs
+//!   minus the cipher.
+//! - `seal`: zstd 3 + XChaCha20-Poly1305, as `seal_blob` does for a pack.
+//! - `open`: decrypt, decompress, verify.
+//! - `pipeline`: chunk + hash + seal of the whole CSV buffer, one thread.
+//! - `pack_write`: the CSV buffer stored through `WriteSession` into a new
+//!   local repository: chunk, hash, index lookup, seal, append to a pack,
+//!   pack and index files written and fsynced. Each iteration gets a fresh
+//!   repository (made outside the timing) so nothing deduplicates.
+//! - `restore`: `commands::restore` of a snapshot holding the CSV buffer as
+//!   one file into a fresh directory: index lookups, pack reads (from the
+//!   page cache: the repository was just written), open, file writes.
+//!
+//! Every figure is plaintext (file) bytes per second.
 //!
 //! Run: `cargo bench --bench datapath` (a few minutes on 2 cores), or
 //! `cargo bench --bench datapath -- --test` to run every bench once.
 
 use std::hint::black_box;
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
+use tempfile::TempDir;
 
+use arca::backend::LocalBackend;
 use arca::chunk::Chunker;
-use arca::crypto::{Keys, MasterSecrets};
+use arca::commands::backup::{backup, BackupOptions};
+use arca::commands::restore::{restore, RestoreOptions};
+use arca::commands::NoProgress;
+use arca::crypto::{KdfParams, Keys, MasterSecrets};
 use arca::demo::gen::{generate_day, GenOptions};
 use arca::format::config::{ChunkerParams, DEFAULT_ZSTD_LEVEL};
 use arca::format::pack::{open_blob, seal_blob, BlobEntry};
 use arca::format::BlobKind;
 use arca::id::{BlobId, FileId};
+use arca::repository::{IndexedRepository, InitOptions, Repository};
+use arca::session::WriteSession;
 
 /// Size of the pieces the `hashing` group names.
 const HASH_PIECE: usize = 64 * 1024;
@@ -266,5 +291,187 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunking, hashing, seal, open, pipeline);
+fn compression(c: &mut Criterion) {
+    let d = data();
+    let chunks = split(&d.csv, &d.csv_lens);
+    let plain = d.csv.len() as u64;
+    let mut g = c.benchmark_group("compression");
+    configure(&mut g);
+    g.throughput(Throughput::Bytes(plain));
+    for level in [1, 3] {
+        g.bench_function(format!("csv_compress_l{level}"), |b| {
+            b.iter(|| {
+                for chunk in &chunks {
+                    let z = zstd::bulk::compress(black_box(chunk), level).expect("compress");
+                    black_box(z);
+                }
+            })
+        });
+    }
+    let frames: Vec<(Vec<u8>, usize)> = chunks
+        .iter()
+        .map(|c| {
+            let z = zstd::bulk::compress(c, DEFAULT_ZSTD_LEVEL).expect("compress");
+            (z, c.len())
+        })
+        .collect();
+    g.bench_function(format!("csv_decompress_l{DEFAULT_ZSTD_LEVEL}"), |b| {
+        b.iter(|| {
+            for (z, len) in &frames {
+                let p = zstd::bulk::decompress(black_box(z), *len).expect("decompress");
+                black_box(p);
+            }
+        })
+    });
+    g.finish();
+}
+
+/// Password of the bench repositories.
+const PASSWORD: &[u8] = b"bench";
+
+/// A repository in its own temporary directory (repository and index
+/// cache), dropped with it.
+struct TempRepo {
+    repo: IndexedRepository,
+    // Dropped after `repo`: the index cache lives inside.
+    _dir: TempDir,
+}
+
+/// A new empty repository. The key's Argon2id is the cheapest the limits
+/// allow: opening is not what these benches measure, and the default
+/// (about 110 ms) would be paid once per `pack_write` iteration.
+fn temp_repo() -> TempRepo {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let opts = InitOptions {
+        kdf: KdfParams {
+            m_kib: 8,
+            t: 1,
+            p: 1,
+        },
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(
+        Arc::new(LocalBackend::new(dir.path().join("repo"))),
+        PASSWORD,
+        &opts,
+    )
+    .expect("init a repository");
+    let repo = repo
+        .open_index(&dir.path().join("cache"))
+        .expect("open the index");
+    TempRepo { repo, _dir: dir }
+}
+
+/// Stores `buf` as data chunks in `repo`, as a backup stores a file's
+/// content, and makes them durable; returns the chunks added.
+fn store(repo: &IndexedRepository, buf: &[u8]) -> u64 {
+    let session = WriteSession::start(repo).expect("start a write session");
+    let mut pos = 0;
+    for n in repo.chunker().chunk_lengths(buf) {
+        let chunk = &buf[pos..pos + n];
+        pos += n;
+        let id = repo.keys().blob_id(chunk);
+        session.add_data(id, chunk, None).expect("add a chunk");
+    }
+    session.flush().expect("flush the session");
+    session
+        .stats
+        .blobs_added
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn pack_write(c: &mut Criterion) {
+    let d = data();
+    // Every chunk must be new to the repository, or the bench measures
+    // index lookups only.
+    let check = temp_repo();
+    let added = store(&check.repo, &d.csv);
+    assert_eq!(store(&check.repo, &d.csv), 0, "a second store adds nothing");
+    assert!(added > 1, "the CSV buffer is several chunks");
+    drop(check);
+    let mut g = c.benchmark_group("pack_write");
+    configure(&mut g);
+    g.throughput(Throughput::Bytes(d.csv.len() as u64));
+    g.bench_function("csv_new_repo", |b| {
+        b.iter_batched(
+            temp_repo,
+            |r| {
+                black_box(store(&r.repo, black_box(&d.csv)));
+                // Returned so that removing the directory is not timed.
+                r
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+/// Name of the file holding the CSV buffer in the `restore` snapshot.
+const RESTORE_FILE: &str = "account.csv";
+
+fn restore_bench(c: &mut Criterion) {
+    let d = data();
+    let src = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(src.path().join(RESTORE_FILE), &d.csv).expect("write the source file");
+    let r = temp_repo();
+    let out = backup(
+        &r.repo,
+        &BackupOptions {
+            paths: vec![src.path().to_path_buf()],
+            account: "bench".into(),
+            time: Some((1_709_258_400, 0)),
+            ..BackupOptions::default()
+        },
+        &NoProgress,
+    )
+    .expect("back up the CSV buffer");
+    let root = out.snapshot.tree;
+    // Once, untimed: the restore is complete and byte-identical.
+    let check = tempfile::tempdir().expect("temporary directory");
+    restore_into(&r.repo, &root, check.path());
+    let back = std::fs::read(check.path().join(RESTORE_FILE)).expect("read the restored file");
+    assert!(back == d.csv, "restored file equals the source");
+    drop(check);
+
+    let mut g = c.benchmark_group("restore");
+    configure(&mut g);
+    g.throughput(Throughput::Bytes(d.csv.len() as u64));
+    g.bench_function("csv_one_file", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().expect("temporary directory"),
+            |dst| {
+                restore_into(&r.repo, &root, dst.path());
+                dst
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn restore_into(repo: &IndexedRepository, root: &BlobId, target: &Path) {
+    let st = restore(
+        repo,
+        root,
+        &RestoreOptions {
+            target: target.to_path_buf(),
+            include: Vec::new(),
+        },
+        &NoProgress,
+    )
+    .expect("restore");
+    black_box(st);
+}
+
+criterion_group!(
+    benches,
+    chunking,
+    hashing,
+    compression,
+    seal,
+    open,
+    pipeline,
+    pack_write,
+    restore_bench
+);
 criterion_main!(benches);

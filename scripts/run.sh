@@ -2,7 +2,12 @@
 # The project's entry points (README, first lines):
 #   scripts/run.sh demo [arca demo flags]   build and run the end-to-end demo
 #   scripts/run.sh test                     formatting, lints and every test
-# Both install the Debian packages the build needs when they are missing.
+#   scripts/run.sh bench [--kind stockflow|kissflow|both] [--scale N]
+#                        [--days K] [--reps R] [--tools LIST]
+#                                           side-by-side run of the shared
+#                                           harness, then the unchanged-source
+#                                           backup step (benches/harness/)
+# All three install the Debian packages the build needs when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +53,69 @@ ensure_python_packages() {
   export ARCA_TEST_PYTHON="$venv/bin/python"
 }
 
+# The shared workbench (bench.py, peers.sh): not part of this repository.
+shared_bench() {
+  local dir="${ARCA_SHARED_BENCH:-$PWD/../shared/bench}"
+  if [ ! -f "$dir/peers.sh" ] || [ ! -f "$dir/bench.py" ]; then
+    echo "no shared bench (peers.sh, bench.py) in $dir; set ARCA_SHARED_BENCH to its directory" >&2
+    exit 2
+  fi
+  (cd "$dir" && pwd)
+}
+
+bench_usage() {
+  echo "usage: scripts/run.sh bench [--kind stockflow|kissflow|both] [--scale N] [--days K] [--reps R] [--tools LIST]" >&2
+  exit 2
+}
+
+run_bench() {
+  local kinds=both scale=10 days=4 reps=3 tools=restic,borg,rustic,arca
+  while [ $# -gt 0 ]; do
+    [ $# -ge 2 ] || bench_usage
+    case "$1" in
+      --kind) kinds="$2" ;;
+      --scale) scale="$2" ;;
+      --days) days="$2" ;;
+      --reps) reps="$2" ;;
+      --tools) tools="$2" ;;
+      *) bench_usage ;;
+    esac
+    shift 2
+  done
+  case "$kinds" in
+    stockflow | kissflow) ;;
+    both) kinds="stockflow kissflow" ;;
+    *) bench_usage ;;
+  esac
+  [[ "$scale" =~ ^[1-9][0-9]*$ && "$reps" =~ ^[1-9][0-9]*$ && "$days" =~ ^[0-9]+$ ]] || bench_usage
+  local bench
+  bench="$(shared_bench)"
+  ensure_system_packages
+  cargo build --release --locked
+  # A private copy: a rebuild of the target directory during a run (another
+  # clone, CI) must not change the binary being measured.
+  local bindir
+  bindir="$(mktemp -d /tmp/arca-bench-bin.XXXXXX)"
+  trap "rm -rf '$bindir'" EXIT
+  cp "$CARGO_TARGET_DIR/release/arca" "$bindir/arca"
+  export ARCA_BIN="$bindir/arca"
+  echo "arca: $("$ARCA_BIN" --version), copied to $ARCA_BIN" >&2
+  local adapters="$PWD/benches/harness/arca_adapter.py"
+  local kind work done_list=()
+  for kind in $kinds; do
+    work="/tmp/bench-work/arca-$kind-s$scale"
+    "$bench/peers.sh" run --adapters "$adapters" --kind "$kind" --scale "$scale" \
+      --days "$days" --reps "$reps" --tools "$tools" --work "$work"
+    python3 benches/harness/unchanged.py "$work" --bench-dir "$bench" \
+      --adapters "$adapters" --tools "$tools" --reps "$reps"
+    done_list+=("$work")
+  done
+  echo
+  for work in "${done_list[@]}"; do
+    echo "results: $work/results.md and $work/unchanged.json"
+  done
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -65,8 +133,11 @@ case "$cmd" in
     # The main job once more, through the test build of the binary.
     "$CARGO_TARGET_DIR/debug/arca" demo --days 3 --scale 0.05
     ;;
+  bench)
+    run_bench "$@"
+    ;;
   *)
-    echo "usage: scripts/run.sh demo|test" >&2
+    echo "usage: scripts/run.sh demo|test|bench" >&2
     exit 2
     ;;
 esac
