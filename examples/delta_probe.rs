@@ -144,6 +144,7 @@ fn main() -> Result<()> {
         let (mut whole, mut delta, mut rebased, mut stored, mut depth_sum) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         let t0 = Instant::now();
+        let (mut encode_secs, mut encoded_bytes) = (0f64, 0u64);
         for rel in walk(root)? {
             let data = std::fs::read(root.join(&rel))?;
             let mut lens = chunker.chunk_lengths(&data);
@@ -191,8 +192,11 @@ fn main() -> Result<()> {
                             k = 2;
                         }
                         if bid != id {
+                            let te = Instant::now();
                             let d = arca::delta::encode(&plain[&bid], chunk, delta_level())
                                 .map_err(anyhow::Error::msg)?;
+                            encode_secs += te.elapsed().as_secs_f64();
+                            encoded_bytes += chunk.len() as u64;
                             if d.len() * 10 < best_len * 9 {
                                 best_len = d.len();
                                 let depth = blobs[&bid].depth + 1;
@@ -237,6 +241,13 @@ fn main() -> Result<()> {
             depth_sum as f64 / n.max(1) as f64,
             t0.elapsed().as_secs_f64()
         );
+        if encoded_bytes > 0 {
+            println!(
+                "  delta encoding: {:.1} MB at {:.0} MB/s (one thread)",
+                encoded_bytes as f64 / 1e6,
+                encoded_bytes as f64 / 1e6 / encode_secs
+            );
+        }
         if di + 1 == days.len() {
             last_day_chunks = cur_files.values().flatten().map(|x| x.0).collect();
         }

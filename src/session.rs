@@ -13,9 +13,11 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
-use crate::backend::FileKind;
+use crate::backend::{Backend, FileKind};
 use crate::error::{Error, Result};
 use crate::format::indexfile::PackListing;
 use crate::format::pack::{self, BlobEntry, DeltaRef, SealedBlob};
@@ -40,6 +42,17 @@ impl Packer {
     fn new() -> Self {
         Packer {
             buf: header(ObjectType::Pack).to_vec(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// A packer whose buffer already has room for a full pack, so filling
+    /// it never copies (pages are only touched as they are written).
+    fn with_capacity(target: usize) -> Self {
+        let mut buf = Vec::with_capacity(target + (target >> 4));
+        buf.extend_from_slice(&header(ObjectType::Pack));
+        Packer {
+            buf,
             entries: Vec::new(),
         }
     }
@@ -79,12 +92,126 @@ pub struct SessionStats {
     pub packs_written: AtomicU64,
 }
 
+/// A closed pack on its way to storage: its bytes (trailer included) and
+/// its entries.
+type ClosedPack = (Vec<u8>, Vec<BlobEntry>);
+
+/// What the pack writer thread reports back.
+#[derive(Default)]
+struct Written {
+    /// Packs durable in storage, not yet listed in an index file.
+    packs: Vec<PackListing>,
+    /// The first write failure; the session fails with it.
+    error: Option<Error>,
+}
+
+/// A thread that writes closed packs durably (hash, write, fsync) while the
+/// workers go on compressing and sealing. The hand-off is a rendezvous, so
+/// at most one closed pack waits besides the one being written: memory
+/// stays bounded by a few packs whatever the backup's size.
+struct PackWriter {
+    tx: Option<SyncSender<ClosedPack>>,
+    thread: Option<JoinHandle<()>>,
+    written: Arc<Mutex<Written>>,
+}
+
+impl PackWriter {
+    fn start(backend: Arc<dyn Backend>) -> Result<Self> {
+        let (tx, rx) = sync_channel::<ClosedPack>(0);
+        let written = Arc::new(Mutex::new(Written::default()));
+        let out = Arc::clone(&written);
+        let thread = std::thread::Builder::new()
+            .name("arca-pack-writer".into())
+            .spawn(move || {
+                for (bytes, blobs) in rx {
+                    let id = FileId::of(&bytes);
+                    let r = backend.write(FileKind::Pack, &id.to_hex(), &bytes);
+                    let mut w = lock(&out);
+                    match r {
+                        Ok(()) => w.packs.push(PackListing {
+                            id,
+                            length: bytes.len() as u64,
+                            blobs,
+                        }),
+                        Err(e) => {
+                            w.error.get_or_insert(e);
+                            // Dropping the receiver makes every later send
+                            // fail, so the workers stop.
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Invalid(format!("cannot start the pack writer: {e}")))?;
+        Ok(PackWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+            written,
+        })
+    }
+
+    /// The writer's failure, if it had one.
+    fn failure(&self) -> Result<()> {
+        match lock(&self.written).error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a closed pack to the writer (waits while it is busy).
+    fn send(&self, pack: ClosedPack) -> Result<()> {
+        self.failure()?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("pack writer already closed".into()))?;
+        if tx.send(pack).is_err() {
+            self.failure()?;
+            return Err(Error::Invalid("the pack writer stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// Waits until every pack handed over is durable.
+    fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                return Err(Error::Invalid("the pack writer panicked".into()));
+            }
+        }
+        self.failure()
+    }
+
+    /// Takes the durable packs not yet listed when there are enough for an
+    /// index file (or all of them with `all`).
+    fn take_batch(&self, all: bool) -> Vec<PackListing> {
+        let mut w = lock(&self.written);
+        if all
+            || w.packs.len() >= PACKS_PER_INDEX_FILE
+            || w.packs.iter().map(|p| p.blobs.len()).sum::<usize>() >= BLOBS_PER_INDEX_FILE
+        {
+            std::mem::take(&mut w.packs)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        // A session dropped without commit: let the writer finish what it
+        // has (those packs are adopted by the next session).
+        let _ = self.finish();
+    }
+}
+
 /// An open write session on an indexed repository.
 pub struct WriteSession<'a> {
     repo: &'a IndexedRepository,
+    writer: Mutex<PackWriter>,
     packers: [Mutex<Packer>; 2],
     pending: Mutex<HashSet<BlobId>>,
-    unindexed: Mutex<Vec<PackListing>>,
     index_files: Mutex<Vec<String>>,
     /// What this session added so far.
     pub stats: SessionStats,
@@ -127,9 +254,12 @@ impl<'a> WriteSession<'a> {
         }
         Ok(WriteSession {
             repo,
-            packers: [Mutex::new(Packer::new()), Mutex::new(Packer::new())],
+            writer: Mutex::new(PackWriter::start(Arc::clone(repo.backend()))?),
+            packers: [
+                Mutex::new(Packer::with_capacity(repo.config().pack_target as usize)),
+                Mutex::new(Packer::new()),
+            ],
             pending: Mutex::new(HashSet::new()),
-            unindexed: Mutex::new(Vec::new()),
             index_files: Mutex::new(Vec::new()),
             stats: SessionStats::default(),
             adopted: orphans_len,
@@ -304,8 +434,13 @@ impl<'a> WriteSession<'a> {
         let full = {
             let mut p = lock(&self.packers[slot(sealed.kind)]);
             p.append(sealed)?;
-            if p.full(self.repo.config().pack_target as usize) {
-                Some(std::mem::replace(&mut *p, Packer::new()))
+            let target = self.repo.config().pack_target as usize;
+            if p.full(target) {
+                let next = match sealed.kind {
+                    BlobKind::Data => Packer::with_capacity(target),
+                    BlobKind::Tree => Packer::new(),
+                };
+                Some(std::mem::replace(&mut *p, next))
             } else {
                 None
             }
@@ -327,48 +462,45 @@ impl<'a> WriteSession<'a> {
         lock(&self.index_files).clone()
     }
 
-    /// Closes a pack with its trailer and writes it durably (step 1).
+    /// Closes a pack with its trailer and hands it to the writer thread,
+    /// which makes it durable (step 1); lists the packs made durable so far
+    /// in an index file once there are enough of them (step 2).
     fn write_pack(&self, p: Packer) -> Result<()> {
         if p.entries.is_empty() {
             return Ok(());
         }
         let mut bytes = p.buf;
         bytes.extend_from_slice(&pack::encode_trailer(&self.repo.keys().file, &p.entries)?);
-        let id = FileId::of(&bytes);
-        self.repo
-            .backend()
-            .write(FileKind::Pack, &id.to_hex(), &bytes)?;
-        self.stats.packs_written.fetch_add(1, Ordering::Relaxed);
+        // The writer lock is held only by the thread handing a pack over:
+        // others keep filling packers meanwhile.
         let batch = {
-            let mut u = lock(&self.unindexed);
-            u.push(PackListing {
-                id,
-                length: bytes.len() as u64,
-                blobs: p.entries,
-            });
-            if u.len() >= PACKS_PER_INDEX_FILE
-                || u.iter().map(|p| p.blobs.len()).sum::<usize>() >= BLOBS_PER_INDEX_FILE
-            {
-                std::mem::take(&mut *u)
-            } else {
-                Vec::new()
-            }
+            let w = lock(&self.writer);
+            w.send((bytes, p.entries))?;
+            w.take_batch(false)
         };
+        self.stats.packs_written.fetch_add(1, Ordering::Relaxed);
         if !batch.is_empty() {
             self.write_index(&batch)?;
         }
         Ok(())
     }
 
-    /// Writes every open pack, then one index file for all packs not yet
-    /// listed (steps 1 and 2). After this, every blob added is durable and
-    /// indexed.
+    /// Writes every open pack and waits until all are durable, then writes
+    /// one index file for all packs not yet listed (steps 1 and 2). After
+    /// this, every blob added is durable and indexed.
     pub fn flush(&self) -> Result<()> {
         for p in &self.packers {
             let full = std::mem::replace(&mut *lock(p), Packer::new());
             self.write_pack(full)?;
         }
-        let rest = std::mem::take(&mut *lock(&self.unindexed));
+        let rest = {
+            let mut w = lock(&self.writer);
+            w.finish()?;
+            let rest = w.take_batch(true);
+            // The session stays usable after a flush.
+            *w = PackWriter::start(Arc::clone(self.repo.backend()))?;
+            rest
+        };
         if !rest.is_empty() {
             self.write_index(&rest)?;
         }

@@ -26,7 +26,7 @@ def _arca(name, init_flags=""):
 
 
 ADAPTERS = {
-    # Defaults (zstd level 3, deltas up to depth 4).
+    # Defaults (zstd level 1, deltas at level 3 up to depth 4).
     "arca": _arca("arca"),
     # Every chunk stored whole: the baseline the delta goals compare with.
     "arca-nodelta": _arca("arca-nodelta", " --no-delta"),
