@@ -101,8 +101,10 @@ impl Chunker {
         mut f: impl FnMut(&[u8], &[usize]) -> Result<()>,
     ) -> Result<u64, StreamError> {
         let max = self.params.max as usize;
-        let block = block.max(2 * max);
-        let mut buf: Vec<u8> = Vec::with_capacity(block + max);
+        // `block` may be small (a small file's size): it grows below when
+        // a read leaves too little to cut, so every round makes progress.
+        let mut block = block.max(1);
+        let mut buf: Vec<u8> = Vec::with_capacity(block + 1);
         let mut total = 0u64;
         let mut eof = false;
         loop {
@@ -133,6 +135,10 @@ impl Chunker {
             if pos > 0 {
                 f(&buf[..pos], &lens).map_err(StreamError::Sink)?;
                 buf.drain(..pos);
+            } else if !eof {
+                // Less than `max` bytes read and more to come (the file is
+                // larger than the hint): read more before cutting.
+                block = (2 * block).max(buf.len() + max);
             }
             if eof && buf.is_empty() {
                 return Ok(total);

@@ -1167,7 +1167,24 @@ impl LocationString for LocalBackend {
     }
 }
 
+/// Keeps memory flat as data grows: glibc raises its mmap threshold each
+/// time a large mmapped buffer is freed, after which the 8 MiB read blocks
+/// and 16 MiB packs come from the heap arenas and fragment them (the peak
+/// RSS of a 10 GB backup was a third above a 1 GB one). A fixed threshold
+/// keeps every buffer of 1 MiB or more mmapped, returned to the system
+/// when freed.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt only sets allocator parameters; called once, first
+    // thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -356,7 +356,13 @@ fn store_file(
     };
     let mut ids = Vec::new();
     let mut file_off = 0u64;
-    let r = repo.chunker().stream(f, READ_BLOCK, |block, lens| {
+    // A small file gets a buffer of its own size (plus one byte to see the
+    // end), not a whole read block: 1,900 files of 8 MiB zeroed buffers
+    // cost more than reading them.
+    let block = usize::try_from(job.size.saturating_add(1))
+        .unwrap_or(READ_BLOCK)
+        .min(READ_BLOCK);
+    let r = repo.chunker().stream(f, block, |block, lens| {
         check_interrupt()?;
         let mut slices = Vec::with_capacity(lens.len());
         let mut pos = 0;
