@@ -1171,20 +1171,20 @@ impl LocationString for LocalBackend {
 /// time a large mmapped buffer is freed, after which the 8 MiB read blocks
 /// and 16 MiB packs come from the heap arenas and fragment them (the peak
 /// RSS of a 10 GB backup was a third above a 1 GB one). A fixed threshold
-/// keeps every buffer of 1 MiB or more mmapped, returned to the system
-/// when freed.
+/// of 4 MiB keeps those buffers mmapped, returned to the system when freed,
+/// while zstd's contexts (under 4 MiB, made for every delta) stay on the
+/// heap: at 1 MiB, their page faults slowed an incremental backup by 13 %.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
-    // SAFETY: mallopt only sets allocator parameters; called once, first
-    // thing in main, before any other thread exists.
+    // SAFETY: mallopt only sets allocator parameters; called once, in
+    // main before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -1192,6 +1192,12 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
+    // Backup only: restore and check stay flat without it (measured at 1
+    // and 10 GB), and they read whole 16 MiB packs, whose reuse from the
+    // heap saves them a page fault per page.
+    if matches!(cli.cmd, Cmd::Backup { .. }) {
+        tune_allocator();
+    }
     // First Ctrl-C: ask the operation to stop cleanly (locks released,
     // nothing half-committed). Second: leave at once.
     let mut hits = 0u32;
