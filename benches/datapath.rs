@@ -12,7 +12,7 @@
 //! - `compression`: zstd alone (no encryption) on the CSV chunks: compress at
 //!   levels 1 and 3, decompress of the level-3 frames; what `seal` costs
 //!   minus the cipher.
-//! - `seal`: zstd 3 + XChaCha20-Poly1305, as `seal_blob` does for a pack.
+//! - `seal`: zstd at the default level + XChaCha20-Poly1305, as `seal_blob` does for a pack.
 //! - `open`: decrypt, decompress, verify.
 //! - `pipeline`: chunk + hash + seal of the whole CSV buffer, one thread.
 //! - `pack_write`: the CSV buffer stored through `WriteSession` into a new

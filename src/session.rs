@@ -39,17 +39,15 @@ struct Packer {
 }
 
 impl Packer {
-    fn new() -> Self {
-        Packer {
-            buf: header(ObjectType::Pack).to_vec(),
-            entries: Vec::new(),
-        }
-    }
-
-    /// A packer whose buffer already has room for a full pack, so filling
-    /// it never copies (pages are only touched as they are written).
-    fn with_capacity(target: usize) -> Self {
-        let mut buf = Vec::with_capacity(target + (target >> 4));
+    /// A packer whose buffer already has room for `target` bytes and a
+    /// trailer, so filling a data pack never copies (pages are only touched
+    /// as they are written); tree packs start small.
+    fn for_kind(kind: BlobKind, target: usize) -> Self {
+        let room = match kind {
+            BlobKind::Data => target + (target >> 4),
+            BlobKind::Tree => 0,
+        };
+        let mut buf = Vec::with_capacity(room);
         buf.extend_from_slice(&header(ObjectType::Pack));
         Packer {
             buf,
@@ -255,10 +253,8 @@ impl<'a> WriteSession<'a> {
         Ok(WriteSession {
             repo,
             writer: Mutex::new(PackWriter::start(Arc::clone(repo.backend()))?),
-            packers: [
-                Mutex::new(Packer::with_capacity(repo.config().pack_target as usize)),
-                Mutex::new(Packer::new()),
-            ],
+            packers: [BlobKind::Data, BlobKind::Tree]
+                .map(|k| Mutex::new(Packer::for_kind(k, repo.config().pack_target as usize))),
             pending: Mutex::new(HashSet::new()),
             index_files: Mutex::new(Vec::new()),
             stats: SessionStats::default(),
@@ -436,11 +432,10 @@ impl<'a> WriteSession<'a> {
             p.append(sealed)?;
             let target = self.repo.config().pack_target as usize;
             if p.full(target) {
-                let next = match sealed.kind {
-                    BlobKind::Data => Packer::with_capacity(target),
-                    BlobKind::Tree => Packer::new(),
-                };
-                Some(std::mem::replace(&mut *p, next))
+                Some(std::mem::replace(
+                    &mut *p,
+                    Packer::for_kind(sealed.kind, target),
+                ))
             } else {
                 None
             }
@@ -489,8 +484,9 @@ impl<'a> WriteSession<'a> {
     /// one index file for all packs not yet listed (steps 1 and 2). After
     /// this, every blob added is durable and indexed.
     pub fn flush(&self) -> Result<()> {
-        for p in &self.packers {
-            let full = std::mem::replace(&mut *lock(p), Packer::new());
+        let target = self.repo.config().pack_target as usize;
+        for (p, kind) in self.packers.iter().zip([BlobKind::Data, BlobKind::Tree]) {
+            let full = std::mem::replace(&mut *lock(p), Packer::for_kind(kind, target));
             self.write_pack(full)?;
         }
         let rest = {
