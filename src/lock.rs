@@ -6,7 +6,7 @@
 //! refreshed while held. It is stale when its process is gone (same host) or
 //! its time is older than [`STALE_AFTER_SECS`]; stale locks are ignored.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -107,13 +107,14 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
 /// A held lock; released (its file removed) on drop.
 pub struct LockGuard {
     shared: Arc<Shared>,
+    /// Dropped to stop the refresher.
+    stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
 
 struct Shared {
     backend: Arc<dyn crate::backend::Backend>,
     name: Mutex<String>,
-    stop: AtomicBool,
 }
 
 fn write_lock(repo_keys: &Repository, rec: &LockRecord) -> Result<String> {
@@ -157,42 +158,37 @@ pub fn acquire(repo: &Repository, exclusive: bool, operation: &str) -> Result<Lo
     let shared = Arc::new(Shared {
         backend: repo.backend().clone(),
         name: Mutex::new(name),
-        stop: AtomicBool::new(false),
     });
     // The refresher needs the file key to seal; it re-seals through a
     // closure over a copy of the sealed-object writer's inputs.
     let file_key = crate::crypto::Secret32::from_bytes(*repo.keys().file.expose());
     let s2 = shared.clone();
+    // Dropping the sender wakes the refresher at once, so releasing the
+    // lock never waits out a sleep.
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let refresher = std::thread::Builder::new()
         .name("arca-lock-refresh".into())
-        .spawn(move || {
-            let mut waited = 0u64;
-            while !s2.stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                waited += 200;
-                if waited < REFRESH_SECS * 1000 {
-                    continue;
-                }
-                waited = 0;
-                rec.time = now_unix();
-                let Ok(bytes) =
-                    crate::format::seal_file(&file_key, ObjectType::Lock, &rec.encode())
-                else {
-                    continue;
-                };
-                let new = crate::id::FileId::of(&bytes).to_hex();
-                if s2.backend.write(FileKind::Lock, &new, &bytes).is_ok() {
-                    let old = std::mem::replace(
-                        &mut *s2.name.lock().unwrap_or_else(|p| p.into_inner()),
-                        new,
-                    );
-                    let _ = s2.backend.remove(FileKind::Lock, &old);
-                }
+        .spawn(move || loop {
+            match stop_rx.recv_timeout(Duration::from_secs(REFRESH_SECS)) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => break,
+            }
+            rec.time = now_unix();
+            let Ok(bytes) = crate::format::seal_file(&file_key, ObjectType::Lock, &rec.encode())
+            else {
+                continue;
+            };
+            let new = crate::id::FileId::of(&bytes).to_hex();
+            if s2.backend.write(FileKind::Lock, &new, &bytes).is_ok() {
+                let old =
+                    std::mem::replace(&mut *s2.name.lock().unwrap_or_else(|p| p.into_inner()), new);
+                let _ = s2.backend.remove(FileKind::Lock, &old);
             }
         })
         .map_err(|e| Error::Invalid(format!("cannot start lock refresher: {e}")))?;
     Ok(LockGuard {
         shared,
+        stop: Some(stop_tx),
         refresher: Some(refresher),
     })
 }
@@ -210,7 +206,7 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.refresher.take() {
             let _ = h.join();
         }
