@@ -17,6 +17,7 @@ pub mod export;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod keycache;
 pub mod lock;
 pub mod markset;
 pub mod repository;

@@ -168,21 +168,24 @@ pub fn acquire(repo: &Repository, exclusive: bool, operation: &str) -> Result<Lo
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let refresher = std::thread::Builder::new()
         .name("arca-lock-refresh".into())
-        .spawn(move || loop {
-            match stop_rx.recv_timeout(Duration::from_secs(REFRESH_SECS)) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => break,
-            }
-            rec.time = now_unix();
-            let Ok(bytes) = crate::format::seal_file(&file_key, ObjectType::Lock, &rec.encode())
-            else {
-                continue;
-            };
-            let new = crate::id::FileId::of(&bytes).to_hex();
-            if s2.backend.write(FileKind::Lock, &new, &bytes).is_ok() {
-                let old =
-                    std::mem::replace(&mut *s2.name.lock().unwrap_or_else(|p| p.into_inner()), new);
-                let _ = s2.backend.remove(FileKind::Lock, &old);
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) =
+                stop_rx.recv_timeout(Duration::from_secs(REFRESH_SECS))
+            {
+                rec.time = now_unix();
+                let Ok(bytes) =
+                    crate::format::seal_file(&file_key, ObjectType::Lock, &rec.encode())
+                else {
+                    continue;
+                };
+                let new = crate::id::FileId::of(&bytes).to_hex();
+                if s2.backend.write(FileKind::Lock, &new, &bytes).is_ok() {
+                    let old = std::mem::replace(
+                        &mut *s2.name.lock().unwrap_or_else(|p| p.into_inner()),
+                        new,
+                    );
+                    let _ = s2.backend.remove(FileKind::Lock, &old);
+                }
             }
         })
         .map_err(|e| Error::Invalid(format!("cannot start lock refresher: {e}")))?;

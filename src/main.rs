@@ -35,6 +35,11 @@ struct Cli {
     /// Run this shell command and use its first output line as the password.
     #[arg(long, env = "ARCA_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
+    /// Keep the key derived from the password in the kernel keyring for this
+    /// long after each use (e.g. 15m, 2h; 0 = off), so that the next commands
+    /// skip the key derivation. Off by default: see README "Key cache".
+    #[arg(long, env = "ARCA_KEY_CACHE", global = true, default_value = "0", value_parser = parse_key_cache)]
+    key_cache: u64,
     /// Local cache directory (default: $XDG_CACHE_HOME/arca or ~/.cache/arca).
     #[arg(long, env = "ARCA_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
@@ -355,6 +360,8 @@ enum KeyCmd {
         /// Key id or unique prefix.
         id: String,
     },
+    /// Drop this repository's keys from the kernel key cache (--key-cache).
+    Uncache,
     /// Change the password of the key in use.
     Passwd {
         /// Read the new password from this file instead of prompting.
@@ -599,7 +606,17 @@ fn backend(cli: &Cli) -> CliResult<Arc<LocalBackend>> {
 fn open(cli: &Cli) -> CliResult<Repository> {
     let b = backend(cli)?;
     let pw = password(cli)?;
-    Ok(Repository::open(b, pw.as_bytes())?)
+    Ok(Repository::open_cached(b, pw.as_bytes(), cli.key_cache)?)
+}
+
+/// `--key-cache`: 0 or off, else a duration such as 15m or 2h.
+fn parse_key_cache(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "0" | "off" | "" => Ok(0),
+        t => arca::retention::parse_duration(t)
+            .map(|secs| secs as u64)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// With `ARCA_DEBUG_PEAK_RSS` set, forget the peak RSS so far (the 64 MiB
@@ -728,7 +745,11 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 delta_depth: if *no_delta { 0 } else { *delta_depth },
                 kdf: KdfParams::DEFAULT,
             };
-            let repo = Repository::init(b.clone(), pw.as_bytes(), &opts)?;
+            let mut repo = Repository::init(b.clone(), pw.as_bytes(), &opts)?;
+            if cli.key_cache > 0 {
+                // Derive once more through the cache, so the next command finds it.
+                repo = Repository::open_cached(b.clone(), pw.as_bytes(), cli.key_cache)?;
+            }
             if cli.json {
                 print_json(
                     &serde_json::json!({"id": repo.config().id.to_hex(), "location": b.location_string()}),
@@ -745,6 +766,12 @@ fn run(cli: &Cli) -> CliResult<i32> {
             }
         }
         Cmd::Key { cmd } => {
+            if let KeyCmd::Uncache = cmd {
+                // Needs no password: only the key files' names.
+                let n = Repository::uncache_keys(backend(cli)?.as_ref())?;
+                say(cli, &format!("dropped {n} cached key(s)"));
+                return Ok(0);
+            }
             let mut repo = open(cli)?;
             match cmd {
                 KeyCmd::Add { new_password_file } => {
@@ -769,6 +796,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                         }
                     }
                 }
+                KeyCmd::Uncache => {}
                 KeyCmd::Remove { id } => {
                     let removed = repo.remove_key(id, false)?;
                     say(cli, &format!("removed key {removed}"));

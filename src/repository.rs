@@ -21,6 +21,7 @@ use crate::format::tree::Tree;
 use crate::format::{check_header, limits, open_file, seal_file, BlobKind, ObjectType, HEADER_LEN};
 use crate::id::{BlobId, FileId, PackId, RepoId, SnapshotId};
 use crate::index::{IndexCache, Location};
+use crate::keycache;
 
 /// Options for a new repository.
 #[derive(Clone, Debug)]
@@ -70,6 +71,8 @@ pub struct Repository {
     config: Config,
     key_name: String,
     chunker: Chunker,
+    /// Whether the key-encryption key came from the kernel key cache.
+    key_from_cache: bool,
 }
 
 fn hostname() -> String {
@@ -135,11 +138,23 @@ impl Repository {
             config,
             key_name,
             chunker,
+            key_from_cache: false,
         })
     }
 
     /// Opens a repository with a password.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        Self::open_cached(backend, password, 0)
+    }
+
+    /// Opens a repository with a password; with `key_cache_ttl` > 0 the
+    /// key-encryption key is looked up in, and stored into, the kernel key
+    /// cache ([`crate::keycache`]) for that many seconds.
+    pub fn open_cached(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        key_cache_ttl: u64,
+    ) -> Result<Self> {
         let cf = match backend.read(FileKind::Config, "config") {
             Ok(b) => b,
             Err(e) if is_not_found(&e) => return Err(Error::NoRepository(backend.location())),
@@ -159,16 +174,47 @@ impl Repository {
         if names.is_empty() {
             return Err(Error::corrupt("keys", "the repository has no key files"));
         }
+        let mut files = Vec::with_capacity(names.len());
+        for name in names {
+            let bytes = backend.read(FileKind::Key, &name)?;
+            files.push((name, bytes));
+        }
         let mut found = None;
-        for name in &names {
-            let bytes = backend.read(FileKind::Key, name)?;
-            match keyfile::open(&bytes, password, &format!("key {name}")) {
-                Ok(m) => {
-                    found = Some((name.clone(), m));
-                    break;
+        let mut key_from_cache = false;
+        if key_cache_ttl > 0 {
+            for (name, bytes) in &files {
+                let Some(kek) = keycache::lookup(name, password, key_cache_ttl) else {
+                    continue;
+                };
+                match keyfile::open_with_kek(bytes, &kek, &format!("key {name}")) {
+                    Ok(m) => {
+                        found = Some((name.clone(), m));
+                        key_from_cache = true;
+                        break;
+                    }
+                    // An entry that no longer opens its key file: drop it.
+                    Err(Error::WrongPassword) => {
+                        keycache::forget(name);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(Error::WrongPassword) => continue,
-                Err(e) => return Err(e),
+            }
+        }
+        if found.is_none() {
+            for (name, bytes) in &files {
+                let what = format!("key {name}");
+                let kek = keyfile::derive_kek(bytes, password, &what)?;
+                match keyfile::open_with_kek(bytes, &kek, &what) {
+                    Ok(m) => {
+                        if key_cache_ttl > 0 {
+                            keycache::store(name, password, &kek, key_cache_ttl);
+                        }
+                        found = Some((name.clone(), m));
+                        break;
+                    }
+                    Err(Error::WrongPassword) => continue,
+                    Err(e) => return Err(e),
+                }
             }
         }
         let (key_name, master) = found.ok_or(Error::WrongPassword)?;
@@ -183,7 +229,19 @@ impl Repository {
             config,
             key_name,
             chunker,
+            key_from_cache,
         })
+    }
+
+    /// Whether opening took the key-encryption key from the kernel key cache
+    /// instead of deriving it.
+    pub fn key_from_cache(&self) -> bool {
+        self.key_from_cache
+    }
+
+    /// The id of the key file in use.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
     }
 
     /// The storage backend.
@@ -205,6 +263,14 @@ impl Repository {
     /// Refuses `op` if the config requires features this binary lacks.
     pub fn check_features(&self, op: Operation) -> Result<()> {
         self.config.check_features(op)
+    }
+
+    /// Drops this repository's key-encryption keys from the kernel key cache;
+    /// returns how many entries there were.
+    /// Needs no password.
+    pub fn uncache_keys(backend: &dyn Backend) -> Result<usize> {
+        let names = backend.list(FileKind::Key)?;
+        Ok(names.iter().filter(|l| keycache::forget(&l.name)).count())
     }
 
     /// Adds a key file for `password`; returns its id.
@@ -257,6 +323,7 @@ impl Repository {
             ));
         }
         self.backend.remove(FileKind::Key, &k.id)?;
+        keycache::forget(&k.id);
         Ok(k.id.clone())
     }
 
@@ -266,6 +333,7 @@ impl Repository {
         let new = self.add_key(new_password, kdf)?;
         let old = std::mem::replace(&mut self.key_name, new.clone());
         self.backend.remove(FileKind::Key, &old)?;
+        keycache::forget(&old);
         Ok(new)
     }
 

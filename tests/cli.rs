@@ -651,3 +651,36 @@ fn a_too_long_tag_is_refused_and_the_repository_stays_usable() {
     e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
     e.ok(&["check"]);
 }
+
+#[test]
+fn key_cache_flag_parses_and_uncache_needs_no_password() {
+    let e = Env::new();
+    e.init();
+    // A bad duration is a usage error; durations and "off" are accepted.
+    let o = e.run(&["--key-cache", "banana", "snapshots"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--key-cache"));
+    e.ok(&["--key-cache", "off", "snapshots"]);
+    e.ok(&["--key-cache", "15m", "snapshots"]);
+    // With the entry in place, a wrong password is still refused.
+    let o = e.run_pw("not the password", &["--key-cache", "15m", "snapshots"]);
+    assert_eq!(o.status.code(), Some(12));
+    // uncache works without any password.
+    let o = e
+        .cmd(&["key", "uncache"])
+        .env_remove("ARCA_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dropped = if arca::keycache::available() {
+        "dropped 1"
+    } else {
+        "dropped 0"
+    };
+    assert!(String::from_utf8_lossy(&o.stdout).contains(dropped));
+}

@@ -422,6 +422,25 @@ fn compute() -> BTreeMap<String, String> {
     assert_eq!(ExportRecord::decode(&eb, "vector").unwrap(), rec);
     assert_eq!(rec.encode(), eb);
     put("export-body", &eb);
+
+    // Key cache entry (§12.1), assembled from the spec: KEK = bytes 00..1f,
+    // password `hello arca`.
+    let kek: [u8; 32] = seq(0x00, 32).try_into().unwrap();
+    let tag_key = blake3::derive_key("arca 2026-11-23 v1 key cache password tag", &kek);
+    let mut entry = kek.to_vec();
+    entry.extend_from_slice(blake3::keyed_hash(&tag_key, b"hello arca").as_bytes());
+    let kek_secret = crypto::Secret32::from_bytes(kek);
+    assert_eq!(
+        &arca::keycache::payload(&kek_secret, b"hello arca")[..],
+        &entry[..]
+    );
+    assert!(arca::keycache::parse(&entry, b"hello arca").is_some());
+    put("key-cache-entry", &entry);
+    assert_eq!(
+        arca::keycache::description("ab12"),
+        "arca:v1:kek:ab12",
+        "§12.1 description"
+    );
     v
 }
 

@@ -11,7 +11,7 @@ import os
 _ARCA = os.environ.get("ARCA_BIN", "arca")
 
 
-def _arca(name, init_flags=""):
+def _arca(name, init_flags="", extra_env=None):
     return CmdAdapter(name, {
         "version": _ARCA + " --version",
         "init": _ARCA + " --repo {repo} init" + init_flags,
@@ -21,7 +21,7 @@ def _arca(name, init_flags=""):
         "check": _ARCA + " --repo {repo} --no-progress check",
         "check_full": _ARCA + " --repo {repo} --no-progress check --read-data",
         "forget_prune": _ARCA + " --repo {repo} forget {keep} --prune",
-    }, env={"ARCA_PASSWORD": "{password}", "ARCA_CACHE_DIR": "{work}/cache"},
+    }, env={"ARCA_PASSWORD": "{password}", "ARCA_CACHE_DIR": "{work}/cache", **(extra_env or {})},
         restored="{dst}", keep_fmt="--keep-{k} {v}")
 
 
@@ -32,4 +32,7 @@ ADAPTERS = {
     "arca-nodelta": _arca("arca-nodelta", " --no-delta"),
     # zstd level 6: about 4 % smaller, twice the compression CPU.
     "arca-z6": _arca("arca-z6", " --compression 6"),
+    # Defaults plus the opt-in key cache (README "Key cache"): init derives
+    # the key once and every later command takes it from the kernel keyring.
+    "arca-keycache": _arca("arca-keycache", extra_env={"ARCA_KEY_CACHE": "1h"}),
 }

@@ -101,6 +101,13 @@ pub fn open_with_kek(bytes: &[u8], kek: &Secret32, what: &str) -> Result<MasterS
     MasterSecrets::from_bytes(&plain)
 }
 
+/// The key-encryption key that `password` gives for this key file (runs its
+/// key derivation function; says nothing about whether it opens the file).
+pub fn derive_kek(bytes: &[u8], password: &[u8], what: &str) -> Result<Secret32> {
+    let (info, _) = decode_info(bytes, what)?;
+    info.kdf.derive_kek(password, &info.salt)
+}
+
 /// Opens a key file with a password.
 pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<MasterSecrets> {
     let (info, _) = decode_info(bytes, what)?;

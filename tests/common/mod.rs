@@ -40,7 +40,8 @@ impl Env {
             .env("ARCA_PASSWORD", PASSWORD)
             .env("ARCA_CACHE_DIR", self.cache())
             .env_remove("ARCA_PASSWORD_FILE")
-            .env_remove("ARCA_PASSWORD_COMMAND");
+            .env_remove("ARCA_PASSWORD_COMMAND")
+            .env_remove("ARCA_KEY_CACHE");
         c
     }
 
