@@ -96,31 +96,44 @@ impl Chunker {
     /// are told apart: the first is the source's problem, the second ours.
     pub fn stream<R: Read>(
         &self,
+        reader: R,
+        block: usize,
+        f: impl FnMut(&[u8], &[usize]) -> Result<()>,
+    ) -> Result<u64, StreamError> {
+        self.stream_in(reader, block, &mut Vec::new(), f)
+    }
+
+    /// [`Chunker::stream`] reading into `buf` (cleared first), so that a
+    /// caller can reuse one buffer across files: a fresh multi-MiB buffer
+    /// is mapped, and page-faulted in, on every allocation.
+    pub fn stream_in<R: Read>(
+        &self,
         mut reader: R,
         block: usize,
+        buf: &mut Vec<u8>,
         mut f: impl FnMut(&[u8], &[usize]) -> Result<()>,
     ) -> Result<u64, StreamError> {
         let max = self.params.max as usize;
         // `block` may be small (a small file's size): it grows below when
         // a read leaves too little to cut, so every round makes progress.
         let mut block = block.max(1);
-        let mut buf: Vec<u8> = Vec::with_capacity(block + 1);
+        buf.clear();
+        buf.reserve(block + 1);
         let mut total = 0u64;
         let mut eof = false;
         loop {
-            while !eof && buf.len() < block {
-                let start = buf.len();
-                buf.resize(block, 0);
-                match reader.read(&mut buf[start..]) {
-                    Ok(0) => {
-                        buf.truncate(start);
-                        eof = true;
-                    }
+            if !eof && buf.len() < block {
+                // Reads into the spare capacity without zeroing it first,
+                // until `block` bytes are buffered or the source ends.
+                let want = (block - buf.len()) as u64;
+                buf.reserve(block - buf.len());
+                match (&mut reader).take(want).read_to_end(buf) {
                     Ok(n) => {
-                        buf.truncate(start + n);
                         total += n as u64;
+                        if (n as u64) < want {
+                            eof = true;
+                        }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
                     Err(e) => return Err(StreamError::Read(e)),
                 }
             }
@@ -184,6 +197,21 @@ mod tests {
             prop_assert_eq!(joined, data);
             prop_assert!(whole.iter().all(|&n| n <= 4096));
             if let Some((_, rest)) = whole.split_last() { prop_assert!(rest.iter().all(|&n| n >= 256)); }
+        }
+
+        #[test]
+        fn a_reused_buffer_changes_nothing(len in 0usize..60_000, seed in any::<u64>(), block in 1usize..20_000, junk in 0usize..30_000) {
+            // A buffer left over from another file (content and capacity)
+            // gives the same chunks and bytes as a fresh one.
+            let c = chunker();
+            let data = noise(len, seed);
+            let mut buf = noise(junk, seed ^ 0x55);
+            let mut streamed = Vec::new();
+            let mut joined = Vec::new();
+            let n = c.stream_in(&data[..], block, &mut buf, |b, l| { joined.extend_from_slice(b); streamed.extend_from_slice(l); Ok(()) }).unwrap();
+            prop_assert_eq!(n, len as u64);
+            prop_assert_eq!(c.chunk_lengths(&data), streamed);
+            prop_assert_eq!(joined, data);
         }
     }
 

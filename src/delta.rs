@@ -20,11 +20,11 @@ pub fn encode(base: &[u8], data: &[u8], level: i32) -> Result<Vec<u8>, String> {
         .map_err(|c| format!("zstd: {}", zstd::zstd_safe::get_error_name(c)))?;
     cctx.ref_prefix(base)
         .map_err(|c| format!("zstd prefix: {}", zstd::zstd_safe::get_error_name(c)))?;
-    let mut out = vec![0u8; zstd::zstd_safe::compress_bound(data.len())];
-    let n = cctx
-        .compress2(&mut out[..], data)
+    // Capacity, not length: zstd writes into it and sets the length, so the
+    // buffer is never zeroed first.
+    let mut out: Vec<u8> = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut out, data)
         .map_err(|c| format!("zstd: {}", zstd::zstd_safe::get_error_name(c)))?;
-    out.truncate(n);
     Ok(out)
 }
 

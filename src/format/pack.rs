@@ -188,8 +188,8 @@ pub fn seal_blob(
                 plaintext.len()
             ))
         })?;
-    let compressed = zstd::bulk::compress(plaintext, zstd_level)
-        .map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+    let compressed =
+        compress_whole(plaintext, zstd_level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
     // Incompressible content (attachments) is stored raw: saves the frame
     // overhead and the decompression on restore.
     let mut payload = Vec::with_capacity(1 + compressed.len().min(plaintext.len()));
@@ -207,6 +207,32 @@ pub fn seal_blob(
         raw_length,
         delta: None,
         bytes,
+    })
+}
+
+thread_local! {
+    /// One compression context per thread and level, reused: a new one per
+    /// blob allocated and faulted in its tables every time. The frames are
+    /// the same bytes either way.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `plaintext` as one zstd frame at `level` (what `zstd::bulk::compress`
+/// makes).
+fn compress_whole(plaintext: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        // A leaf call: nothing below re-enters this thread-local.
+        let mut slot = cell.borrow_mut();
+        match &mut *slot {
+            Some((l, c)) if *l == level => c.compress(plaintext),
+            _ => {
+                let mut c = zstd::bulk::Compressor::new(level)?;
+                let out = c.compress(plaintext);
+                *slot = Some((level, c));
+                out
+            }
+        }
     })
 }
 
