@@ -108,9 +108,26 @@ impl Chunker {
     /// is mapped, and page-faulted in, on every allocation.
     pub fn stream_in<R: Read>(
         &self,
+        reader: R,
+        block: usize,
+        buf: &mut Vec<u8>,
+        f: impl FnMut(&[u8], &[usize]) -> Result<()>,
+    ) -> Result<u64, StreamError> {
+        self.stream_with(reader, block, buf, |rest| self.next_cut(rest), f)
+    }
+
+    /// [`Chunker::stream_in`] with the cut points given by `cut`, called in
+    /// order with the bytes from each chunk's start (at least `max` of
+    /// them, or all that is left). `cut` must return what
+    /// [`Chunker::next_cut`] would for those bytes; it may know it without
+    /// scanning, for example from a chunk the previous version of the file
+    /// had at that place, verified by its hash.
+    pub fn stream_with<R: Read>(
+        &self,
         mut reader: R,
         block: usize,
         buf: &mut Vec<u8>,
+        mut cut: impl FnMut(&[u8]) -> usize,
         mut f: impl FnMut(&[u8], &[usize]) -> Result<()>,
     ) -> Result<u64, StreamError> {
         let max = self.params.max as usize;
@@ -141,7 +158,7 @@ impl Chunker {
             let mut lens = Vec::new();
             let mut pos = 0;
             while pos < buf.len() && (eof || buf.len() - pos >= max) {
-                let n = self.next_cut(&buf[pos..]).max(1);
+                let n = cut(&buf[pos..]).clamp(1, buf.len() - pos);
                 lens.push(n);
                 pos += n;
             }

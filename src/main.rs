@@ -1202,6 +1202,10 @@ impl LocationString for LocalBackend {
 /// of 4 MiB keeps those buffers mmapped, returned to the system when freed,
 /// while zstd's contexts (under 4 MiB, made for every delta) stay on the
 /// heap: at 1 MiB, their page faults slowed an incremental backup by 13 %.
+/// Fixing the mmap threshold also fixes the trim threshold at 128 KiB, so
+/// every free at the top of an arena gave pages back, to be faulted in again
+/// by the next chunk's buffers; at 32 MiB, a 1 GB incremental backup spends
+/// half the system time (0.46 -> 0.23 s) for 4 MB more peak RSS.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
@@ -1209,6 +1213,7 @@ fn tune_allocator() {
     // main before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
     }
 }
 

@@ -618,7 +618,21 @@ impl IndexedRepository {
     /// them is, and no other base could decode to it.
     fn read_base(&self, id: &BlobId, d: &DeltaRef) -> Result<Vec<u8>> {
         let loc = self.locate_base(id, d)?;
-        let sealed = self.read_sealed(&loc)?;
+        self.read_base_at(&loc).map_err(|e| match e {
+            Error::Corrupt { what, reason } => Error::Corrupt {
+                what: format!("delta blob {id} (base {what})"),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// The plaintext of the blob at `loc`, through its delta chain, to be
+    /// used as a delta base: authenticated by the seals but not hashed (see
+    /// [`Self::read_base`]; a delta encodes against exactly these bytes, and
+    /// every read decodes them again from the same sealed bytes).
+    pub fn read_base_at(&self, loc: &Location) -> Result<Vec<u8>> {
+        let sealed = self.read_sealed(loc)?;
         let base = match &loc.entry.delta {
             None => None,
             Some(bd) => Some(self.read_base(&loc.entry.id, bd)?),
@@ -630,13 +644,6 @@ impl IndexedRepository {
             &loc.pack,
             base.as_deref(),
         )
-        .map_err(|e| match e {
-            Error::Corrupt { what, reason } => Error::Corrupt {
-                what: format!("delta blob {id} (base {what})"),
-                reason,
-            },
-            other => other,
-        })
     }
 
     /// Whether the index has `id` with every base of its delta chain: only

@@ -378,7 +378,9 @@ impl<'a> WriteSession<'a> {
             return Ok(None);
         }
         // A damaged base is never built upon: the chunk is stored whole.
-        let base_plain = match repo.read_blob_at(&base) {
+        // Not hashed: the delta is built on exactly the bytes every later
+        // read decodes from the same seals.
+        let base_plain = match repo.read_base_at(&base) {
             Ok(p) => p,
             Err(Error::Corrupt { .. }) => return Ok(None),
             Err(e) => return Err(e),

@@ -121,8 +121,12 @@ struct OldLayout {
     ids: Vec<BlobId>,
     /// Start offset of each chunk, ascending.
     starts: Vec<u64>,
+    /// The old file's length.
+    end: u64,
     /// End offset of each chunk, by id (an id may repeat; any will do).
     ends: HashMap<BlobId, u64>,
+    /// Position of each chunk in `ids`, by id (the first, if it repeats).
+    index: HashMap<BlobId, usize>,
 }
 
 impl OldLayout {
@@ -131,20 +135,29 @@ impl OldLayout {
     fn new(repo: &IndexedRepository, chunks: &[BlobId]) -> Result<Option<Self>> {
         let mut starts = Vec::with_capacity(chunks.len());
         let mut ends = HashMap::with_capacity(chunks.len());
+        let mut index = HashMap::with_capacity(chunks.len());
         let mut off = 0u64;
-        for c in chunks {
+        for (i, c) in chunks.iter().enumerate() {
             let Some(loc) = repo.cache().get(c)? else {
                 return Ok(None);
             };
             starts.push(off);
             off += u64::from(loc.entry.raw_length);
             ends.insert(*c, off);
+            index.entry(*c).or_insert(i);
         }
         Ok(Some(OldLayout {
             ids: chunks.to_vec(),
             starts,
+            end: off,
             ends,
+            index,
         }))
+    }
+
+    /// Length of chunk `i`.
+    fn len(&self, i: usize) -> u64 {
+        self.starts.get(i + 1).copied().unwrap_or(self.end) - self.starts[i]
     }
 
     /// The old chunk overlapping most of `[lo, lo + len)`; past the old
@@ -169,13 +182,13 @@ impl OldLayout {
 /// Pairs each chunk of a changed file with a delta base: the old chunk at
 /// the same place, reckoned from the last chunk both versions share (rows
 /// inserted or deleted before it shift everything after it).
-struct BaseFinder {
-    old: OldLayout,
+struct BaseFinder<'a> {
+    old: &'a OldLayout,
     /// End of the last shared chunk: (offset in the new file, in the old).
     anchor: (u64, u64),
 }
 
-impl BaseFinder {
+impl BaseFinder<'_> {
     fn hint(&mut self, id: &BlobId, off: u64, len: u64) -> Option<BlobId> {
         if let Some(&old_end) = self.old.ends.get(id) {
             self.anchor = (off + len, old_end);
@@ -183,6 +196,67 @@ impl BaseFinder {
         }
         let est = self.anchor.1 + off.saturating_sub(self.anchor.0);
         self.old.best_overlap(est, len)
+    }
+}
+
+/// Cuts a changed file along its previous version where the content is the
+/// same, without scanning it. For every chunk it first tries the old chunk
+/// expected next: if the bytes at hand, taken at that chunk's length, hash to
+/// its id, they are that chunk's content, and the chunker would cut them at
+/// the same place (a cut depends only on the bytes since the chunk's start).
+/// The one exception is the old file's last chunk, which its end cut; it is
+/// never tried. Otherwise the chunker scans as usual. Every chunk's id is
+/// computed here, once, and handed to the sink in order.
+///
+/// On a daily re-export most chunks are unchanged, so most of the file is
+/// hashed, not scanned (the scan costs about twice the hash).
+struct Resync<'a> {
+    old: &'a OldLayout,
+    chunker: &'a crate::chunk::Chunker,
+    keys: &'a crate::crypto::Keys,
+    /// The old chunk expected next.
+    next: usize,
+    /// Offset in the new file of the next chunk.
+    off: u64,
+    /// End of the last shared chunk: (offset in the new file, in the old).
+    anchor: (u64, u64),
+    /// Ids of the chunks cut and not yet taken.
+    ids: Vec<BlobId>,
+}
+
+impl Resync<'_> {
+    fn cut(&mut self, rest: &[u8]) -> usize {
+        if self.next + 1 < self.old.ids.len() {
+            let len = self.old.len(self.next) as usize;
+            if len <= rest.len() {
+                let id = self.keys.blob_id(&rest[..len]);
+                if id == self.old.ids[self.next] {
+                    self.shared(id, len, self.next);
+                    return len;
+                }
+            }
+        }
+        let n = self.chunker.next_cut(rest).clamp(1, rest.len().max(1));
+        let id = self.keys.blob_id(&rest[..n.min(rest.len())]);
+        match self.old.index.get(&id) {
+            Some(&j) => self.shared(id, n, j),
+            None => {
+                self.off += n as u64;
+                self.ids.push(id);
+                // Expect the old chunk that starts where this one ends,
+                // shifted as much as the last shared chunk was.
+                let est = self.anchor.1 + self.off.saturating_sub(self.anchor.0);
+                self.next = self.old.starts.partition_point(|s| *s < est);
+            }
+        }
+        n
+    }
+
+    fn shared(&mut self, id: BlobId, len: usize, j: usize) {
+        self.off += len as u64;
+        self.anchor = (self.off, self.old.starts[j] + self.old.len(j));
+        self.next = j + 1;
+        self.ids.push(id);
     }
 }
 
@@ -373,14 +447,33 @@ fn store_file(
         Err(e) => return Ok(Err(format!("{}: {e}", job.path.display()))),
     };
     let repo = session.repo();
-    let mut finder = match &job.parent {
-        Some(p) if repo.config().delta_depth > 0 => {
-            OldLayout::new(repo, p)?.map(|old| BaseFinder {
-                old,
-                anchor: (0, 0),
-            })
-        }
-        _ => None,
+    let old = match &job.parent {
+        Some(p) => OldLayout::new(repo, p)?,
+        None => None,
+    };
+    let mut finder = old
+        .as_ref()
+        .filter(|_| repo.config().delta_depth > 0)
+        .map(|old| BaseFinder {
+            old,
+            anchor: (0, 0),
+        });
+    let resync = old.as_ref().map(|old| {
+        std::cell::RefCell::new(Resync {
+            old,
+            chunker: repo.chunker(),
+            keys: repo.keys(),
+            next: 0,
+            off: 0,
+            anchor: (0, 0),
+            ids: Vec::new(),
+        })
+    });
+    // Each RefCell is borrowed by one call at a time: `cut` runs only
+    // between calls of the sink, and the sink takes what it needs first.
+    let cut = |rest: &[u8]| match &resync {
+        Some(r) => r.borrow_mut().cut(rest),
+        None => repo.chunker().next_cut(rest),
     };
     let mut ids = Vec::new();
     let mut file_off = 0u64;
@@ -391,36 +484,49 @@ fn store_file(
         .unwrap_or(READ_BLOCK)
         .min(READ_BLOCK);
     let mut buf = buffers.take();
-    let r = repo.chunker().stream_in(f, block, &mut buf, |block, lens| {
-        check_interrupt()?;
-        let mut slices = Vec::with_capacity(lens.len());
-        let mut pos = 0;
-        for &n in lens {
-            slices.push(&block[pos..pos + n]);
-            pos += n;
-        }
-        let block_ids: Vec<BlobId> = slices.par_iter().map(|c| repo.keys().blob_id(c)).collect();
-        // Bases are found in file order (the anchor moves forward), then the
-        // chunks are sealed in parallel.
-        let hints: Vec<Option<BlobId>> = block_ids
-            .iter()
-            .zip(lens)
-            .map(|(id, &n)| {
-                let h = finder.as_mut().and_then(|f| f.hint(id, file_off, n as u64));
-                file_off += n as u64;
-                h
-            })
-            .collect();
-        (0..slices.len()).into_par_iter().try_for_each(|i| {
-            session
-                .add_data(block_ids[i], slices[i], hints[i].as_ref())
-                .map(|_| ())
-        })?;
-        ids.extend(block_ids);
-        bytes_read.fetch_add(block.len() as u64, Ordering::Relaxed);
-        progress.inc(block.len() as u64);
-        Ok(())
-    });
+    let r = repo
+        .chunker()
+        .stream_with(f, block, &mut buf, cut, |block, lens| {
+            check_interrupt()?;
+            let mut slices = Vec::with_capacity(lens.len());
+            let mut pos = 0;
+            for &n in lens {
+                slices.push(&block[pos..pos + n]);
+                pos += n;
+            }
+            let block_ids: Vec<BlobId> = match &resync {
+                Some(r) => std::mem::take(&mut r.borrow_mut().ids),
+                None => slices.par_iter().map(|c| repo.keys().blob_id(c)).collect(),
+            };
+            if block_ids.len() != slices.len() {
+                return Err(Error::Invalid(format!(
+                    "{}: {} chunks cut but {} ids",
+                    job.path.display(),
+                    slices.len(),
+                    block_ids.len()
+                )));
+            }
+            // Bases are found in file order (the anchor moves forward), then the
+            // chunks are sealed in parallel.
+            let hints: Vec<Option<BlobId>> = block_ids
+                .iter()
+                .zip(lens)
+                .map(|(id, &n)| {
+                    let h = finder.as_mut().and_then(|f| f.hint(id, file_off, n as u64));
+                    file_off += n as u64;
+                    h
+                })
+                .collect();
+            (0..slices.len()).into_par_iter().try_for_each(|i| {
+                session
+                    .add_data(block_ids[i], slices[i], hints[i].as_ref())
+                    .map(|_| ())
+            })?;
+            ids.extend(block_ids);
+            bytes_read.fetch_add(block.len() as u64, Ordering::Relaxed);
+            progress.inc(block.len() as u64);
+            Ok(())
+        });
     buffers.give(buf);
     match r {
         Ok(n) => Ok(Ok((ids, n))),
