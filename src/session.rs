@@ -123,14 +123,12 @@ impl PackWriter {
             .spawn(move || {
                 for (bytes, blobs) in rx {
                     let id = FileId::of(&bytes);
-                    let r = backend.write(FileKind::Pack, &id.to_hex(), &bytes);
+                    let length = bytes.len() as u64;
+                    // By value: the backend frees the bytes before the fsync.
+                    let r = backend.write_owned(FileKind::Pack, &id.to_hex(), bytes);
                     let mut w = lock(&out);
                     match r {
-                        Ok(()) => w.packs.push(PackListing {
-                            id,
-                            length: bytes.len() as u64,
-                            blobs,
-                        }),
+                        Ok(()) => w.packs.push(PackListing { id, length, blobs }),
                         Err(e) => {
                             w.error.get_or_insert(e);
                             // Dropping the receiver makes every later send

@@ -63,6 +63,53 @@ impl LocalBackend {
             k => self.root.join(k.dir()).join(name),
         }
     }
+
+    /// Writes a file atomically and durably: `fill` writes the content into
+    /// a new temporary file, which is fsynced, renamed to its name, and its
+    /// directory fsynced. A file that exists already is left as it is
+    /// (names are content hashes), except the config.
+    fn write_durably(
+        &self,
+        kind: FileKind,
+        name: &str,
+        fill: impl FnOnce(&mut File, &Path) -> Result<()>,
+    ) -> Result<()> {
+        let p = self.path(kind, name);
+        let dir = p.parent().unwrap_or(&self.root).to_path_buf();
+        if kind != FileKind::Config && p.exists() {
+            return Ok(());
+        }
+        // Pack subdirectories are made on first use, and so is `exports/`
+        // in a repository created before exports existed.
+        if matches!(kind, FileKind::Pack | FileKind::Export) && !dir.exists() {
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&dir, e)),
+            }
+            // The new directory's entry must be durable before a pack in it
+            // can be.
+            sync_dir(dir.parent().unwrap_or(&self.root))?;
+        }
+        let mut rnd = [0u8; 8];
+        crate::crypto::fill_random(&mut rnd)?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+        let res = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?;
+            fill(&mut f, &tmp)?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
+            sync_dir(&dir)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -179,41 +226,17 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        let p = self.path(kind, name);
-        let dir = p.parent().unwrap_or(&self.root).to_path_buf();
-        if kind != FileKind::Config && p.exists() {
-            return Ok(());
-        }
-        // Pack subdirectories are made on first use, and so is `exports/`
-        // in a repository created before exports existed.
-        if matches!(kind, FileKind::Pack | FileKind::Export) && !dir.exists() {
-            match fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&dir, e)),
-            }
-            // The new directory's entry must be durable before a pack in it
-            // can be.
-            sync_dir(dir.parent().unwrap_or(&self.root))?;
-        }
-        let mut rnd = [0u8; 8];
-        crate::crypto::fill_random(&mut rnd)?;
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
-        let res = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| Error::io(&tmp, e))?;
-            f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
-            sync_dir(&dir)
-        })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res
+        self.write_durably(kind, name, |f, tmp| {
+            f.write_all(data).map_err(|e| Error::io(tmp, e))
+        })
+    }
+
+    fn write_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<()> {
+        self.write_durably(kind, name, move |f, tmp| {
+            f.write_all(&data).map_err(|e| Error::io(tmp, e))
+            // `data` is dropped here: in the page cache now, it need not
+            // wait in memory for the fsync.
+        })
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {

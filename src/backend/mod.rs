@@ -88,6 +88,12 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// Writes a whole file atomically and durably (see the trait's contract).
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// [`Backend::write`] taking the bytes by value, so that a backend may
+    /// free them as soon as they are handed to storage, before waiting for
+    /// durability (a pack's 16 MiB then leave memory before its fsync).
+    fn write_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<()> {
+        self.write(kind, name, &data)
+    }
     /// Removes a file durably.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
 }

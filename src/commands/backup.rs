@@ -31,6 +31,8 @@ use crate::session::WriteSession;
 /// Read block per file: large enough to give rayon many chunks to seal in
 /// parallel (32 chunks of the default 256 KiB average).
 const READ_BLOCK: usize = 8 << 20;
+/// Files under this size are sealed chunk after chunk by one worker.
+const SMALL_FILE: u64 = 4 << 20;
 
 /// What to back up.
 #[derive(Clone, Debug, Default)]
@@ -413,9 +415,8 @@ impl Scanner<'_> {
 struct BufferPool(Mutex<Vec<Vec<u8>>>);
 
 impl BufferPool {
-    /// At most this many idle buffers are kept (two workers, each with
-    /// a file in hand and one it may have stolen).
-    const KEEP: usize = 4;
+    /// At most this many idle buffers are kept: one per worker.
+    const KEEP: usize = 2;
 
     fn take(&self) -> Vec<u8> {
         self.0
@@ -517,11 +518,20 @@ fn store_file(
                     h
                 })
                 .collect();
-            (0..slices.len()).into_par_iter().try_for_each(|i| {
+            let add = |i: usize| {
                 session
                     .add_data(block_ids[i], slices[i], hints[i].as_ref())
                     .map(|_| ())
-            })?;
+            };
+            // A small file's few chunks are sealed in turn: files already
+            // run in parallel, and a worker waiting on its own chunks would
+            // steal further files meanwhile, each holding its read buffer
+            // (1,900 files of kissflow: 86 MB peak RSS).
+            if job.size < SMALL_FILE {
+                (0..slices.len()).try_for_each(add)?;
+            } else {
+                (0..slices.len()).into_par_iter().try_for_each(add)?;
+            }
             ids.extend(block_ids);
             bytes_read.fetch_add(block.len() as u64, Ordering::Relaxed);
             progress.inc(block.len() as u64);
