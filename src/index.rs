@@ -18,11 +18,11 @@ use crate::error::{Error, Result};
 use crate::format::indexfile::PackListing;
 use crate::format::pack::{BlobEntry, DeltaRef};
 use crate::format::{limits, BlobKind, BLOB_KIND_DELTA};
-use crate::id::{BlobId, FileId, PackId, RepoId};
+use crate::id::{BlobId, FileId, PackId, RepoId, SnapshotId};
 
 /// Bumped when the cache's key layout changes; a cache with another schema
 /// is wiped and rebuilt.
-const SCHEMA: &[u8] = b"arca-cache-3";
+const SCHEMA: &[u8] = b"arca-cache-4";
 /// Blob entries per RocksDB write batch when absorbing an index file: about
 /// 1.6 MB of batch, under the 4 MiB memtable.
 const WRITE_BATCH_BLOBS: usize = 8192;
@@ -49,6 +49,15 @@ fn blob_key(id: &BlobId) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = b'b';
     k[1..].copy_from_slice(&id.0);
+    k
+}
+
+/// Key of the epoch counter ([`IndexCache::epoch`]).
+const EPOCH_KEY: &[u8] = b"e";
+
+fn usable_key(id: &SnapshotId) -> [u8; 33] {
+    let mut k = [b'v'; 33];
+    k[1..].copy_from_slice(id.as_bytes());
     k
 }
 
@@ -201,11 +210,43 @@ impl IndexCache {
     /// Removes every blob, pack and index-file entry, keeping the binding.
     pub fn clear(&self) -> Result<()> {
         let mut b = WriteBatch::default();
-        for prefix in [b'b', b'p', b'i', b'P'] {
+        for prefix in [b'b', b'p', b'i', b'P', b'v'] {
             b.delete_range([prefix], [prefix + 1]);
         }
+        b.put(EPOCH_KEY, (self.epoch()? + 1).to_le_bytes());
         self.db.write(b)?;
         Ok(())
+    }
+
+    /// The cache's epoch: it grows whenever an entry is removed or a blob's
+    /// canonical copy changes, the two things that can make a blob listed
+    /// before unusable now (format-spec.md §12).
+    pub fn epoch(&self) -> Result<u64> {
+        Ok(match self.db.get_pinned(EPOCH_KEY)? {
+            Some(v) => u64::from_le_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::corrupt("index cache", "epoch is not 8 bytes"))?,
+            ),
+            None => 0,
+        })
+    }
+
+    /// Records that every chunk of snapshot `id` was usable (listed, with
+    /// its delta chain) at `epoch`.
+    pub fn mark_usable(&self, id: &SnapshotId, epoch: u64) -> Result<()> {
+        self.db.put(usable_key(id), epoch.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Whether every chunk of snapshot `id` is known usable: it was marked
+    /// so in the current epoch.
+    pub fn is_usable(&self, id: &SnapshotId) -> Result<bool> {
+        let epoch = self.epoch()?;
+        Ok(self
+            .db
+            .get_pinned(usable_key(id))?
+            .is_some_and(|v| v.as_ref() == epoch.to_le_bytes()))
     }
 
     /// The directory of this cache instance.
@@ -250,6 +291,7 @@ impl IndexCache {
     pub fn add_index_file(&self, name: &str, packs: &[PackListing]) -> Result<()> {
         let mut b = WriteBatch::default();
         let mut n = 0usize;
+        let mut replaced = false;
         for p in packs {
             b.put(pack_key(&p.id), p.length.to_le_bytes());
             for e in &p.blobs {
@@ -257,11 +299,26 @@ impl IndexCache {
                 // The canonical copy of a blob stored twice is the one with
                 // the shorter chain: a whole copy never depends on a base
                 // that an interrupted prune may have deleted.
+                let old = if self.db.key_may_exist(blob_key(&e.id)) {
+                    self.get(&e.id)?
+                } else {
+                    None
+                };
                 let keep_old = e.delta.is_some()
-                    && self
-                        .get(&e.id)?
+                    && old
+                        .as_ref()
                         .is_some_and(|old| old.entry.chain_depth() < e.chain_depth());
                 if !keep_old {
+                    if old.is_some_and(|o| encode_location(&o.pack, &o.entry) != v) {
+                        // Another copy becomes canonical: deltas built on
+                        // this blob may no longer find their base at the
+                        // depth they expect. The epoch grows in the same
+                        // batch as the first such change, never after it.
+                        if !replaced {
+                            replaced = true;
+                            b.put(EPOCH_KEY, (self.epoch()? + 1).to_le_bytes());
+                        }
+                    }
                     b.put(blob_key(&e.id), &v);
                 }
                 b.put(pack_blob_key(&p.id, &e.id), &v);
@@ -422,5 +479,53 @@ mod tests {
         c.clear().unwrap();
         assert!(c.get(&e.id).unwrap().is_none());
         assert!(c.seen_index_files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn usable_marks_last_until_a_copy_changes_or_entries_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = IndexCache::open(dir.path(), &RepoId([1; 32])).unwrap();
+        let whole = |id: u8, offset: u32| BlobEntry {
+            kind: BlobKind::Data,
+            id: BlobId([id; 32]),
+            offset,
+            length: 100,
+            raw_length: 60,
+            delta: None,
+        };
+        let pack = |p: u8, blobs: Vec<BlobEntry>| PackListing {
+            id: FileId([p; 32]),
+            length: 500,
+            blobs,
+        };
+        let snap: SnapshotId = FileId([7; 32]);
+        c.add_index_file("one", &[pack(3, vec![whole(2, 8)])])
+            .unwrap();
+        let e0 = c.epoch().unwrap();
+        assert!(!c.is_usable(&snap).unwrap(), "nothing marked yet");
+        c.mark_usable(&snap, e0).unwrap();
+        assert!(c.is_usable(&snap).unwrap());
+        // New blobs, and the same copy listed again, change nothing.
+        c.add_index_file("two", &[pack(4, vec![whole(5, 8)])])
+            .unwrap();
+        c.add_index_file("one-again", &[pack(3, vec![whole(2, 8)])])
+            .unwrap();
+        assert_eq!(c.epoch().unwrap(), e0);
+        assert!(c.is_usable(&snap).unwrap());
+        // Another copy of blob 2 becomes canonical: the mark is void.
+        c.add_index_file("three", &[pack(6, vec![whole(2, 8)])])
+            .unwrap();
+        assert!(c.epoch().unwrap() > e0);
+        assert!(!c.is_usable(&snap).unwrap());
+        // Marked again, then every entry goes: void again.
+        let e1 = c.epoch().unwrap();
+        c.mark_usable(&snap, e1).unwrap();
+        assert!(c.is_usable(&snap).unwrap());
+        c.clear().unwrap();
+        assert!(c.epoch().unwrap() > e1);
+        assert!(!c.is_usable(&snap).unwrap());
+        // A mark made in an older epoch does not count.
+        c.mark_usable(&snap, e1).unwrap();
+        assert!(!c.is_usable(&snap).unwrap());
     }
 }

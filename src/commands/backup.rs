@@ -269,6 +269,9 @@ type JobResult = std::result::Result<(Vec<BlobId>, u64), String>;
 struct Scanner<'a> {
     repo: &'a IndexedRepository,
     force: bool,
+    /// Every chunk of the parent snapshot is known usable (the cache
+    /// marked it so in its current epoch): unchanged files need no lookups.
+    parent_usable: bool,
     jobs: Vec<Job>,
     warnings: Vec<String>,
 }
@@ -312,10 +315,12 @@ impl Scanner<'_> {
                     // its delta chain: otherwise the file is read again, so
                     // a damaged or repaired repository heals on backup.
                     let mut usable = true;
-                    for c in chunks {
-                        if !self.repo.has_usable(c)? {
-                            usable = false;
-                            break;
+                    if !self.parent_usable {
+                        for c in chunks {
+                            if !self.repo.has_usable(c)? {
+                                usable = false;
+                                break;
+                            }
                         }
                     }
                     usable.then(|| chunks.clone())
@@ -668,10 +673,19 @@ pub fn backup(
         .into_iter()
         .rfind(|(_, s)| s.account == opts.account && s.paths == path_strings);
 
+    // Read before anything is looked up: a mark made at the end counts
+    // only if the epoch did not move meanwhile.
+    let epoch = repo.cache().epoch()?;
+    let parent_usable = match &parent {
+        Some((id, _)) => repo.cache().is_usable(id)?,
+        None => false,
+    };
+
     progress.message("scanning");
     let mut scanner = Scanner {
         repo,
         force: opts.force,
+        parent_usable,
         jobs: Vec::new(),
         warnings: Vec::new(),
     };
@@ -792,6 +806,14 @@ pub fn backup(
         ));
     }
     let id = session.commit(&snapshot)?;
+    // Every chunk of the new snapshot was added, found usable, or taken
+    // from a parent known usable: the next backup may trust it, unless a
+    // canonical copy changed or an entry went in the meantime.
+    // (Best effort: the snapshot is committed; a mark that cannot be
+    // written only costs the next backup its lookups.)
+    if repo.cache().epoch().is_ok_and(|e| e == epoch) {
+        let _ = repo.cache().mark_usable(&id, epoch);
+    }
     Ok(BackupOutcome {
         id,
         snapshot,
