@@ -103,34 +103,48 @@ struct Written {
     error: Option<Error>,
 }
 
-/// A thread that writes closed packs durably (hash, write, fsync) while the
-/// workers go on compressing and sealing. The hand-off is a rendezvous, so
-/// at most one closed pack waits besides the one being written: memory
-/// stays bounded by a few packs whatever the backup's size.
+/// Two threads that write closed packs while the workers go on compressing
+/// and sealing: the writer hashes a pack and writes it (its bytes are freed
+/// then), the syncer makes it durable (fsync, rename, directory fsync) and
+/// lists it. The hand-off to the writer is a rendezvous, so at most one
+/// closed pack waits besides the one being written, and none waits for an
+/// fsync: memory stays bounded by a few packs whatever the backup's size.
 struct PackWriter {
     tx: Option<SyncSender<ClosedPack>>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     written: Arc<Mutex<Written>>,
 }
+
+/// A pack written, on its way to durability.
+type Staged = (crate::backend::Durable, PackListing);
+
+/// Packs written and waiting for the syncer, at most.
+const STAGED_PACKS: usize = 4;
 
 impl PackWriter {
     fn start(backend: Arc<dyn Backend>) -> Result<Self> {
         let (tx, rx) = sync_channel::<ClosedPack>(0);
+        let (stx, srx) = sync_channel::<Staged>(STAGED_PACKS);
         let written = Arc::new(Mutex::new(Written::default()));
+        let fail = |out: &Arc<Mutex<Written>>, e: Error| {
+            lock(out).error.get_or_insert(e);
+        };
         let out = Arc::clone(&written);
-        let thread = std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("arca-pack-writer".into())
             .spawn(move || {
                 for (bytes, blobs) in rx {
                     let id = FileId::of(&bytes);
                     let length = bytes.len() as u64;
-                    // By value: the backend frees the bytes before the fsync.
-                    let r = backend.write_owned(FileKind::Pack, &id.to_hex(), bytes);
-                    let mut w = lock(&out);
-                    match r {
-                        Ok(()) => w.packs.push(PackListing { id, length, blobs }),
+                    match backend.write_staged(FileKind::Pack, &id.to_hex(), bytes) {
+                        Ok(durable) => {
+                            let listing = PackListing { id, length, blobs };
+                            if stx.send((durable, listing)).is_err() {
+                                return; // the syncer failed and said why
+                            }
+                        }
                         Err(e) => {
-                            w.error.get_or_insert(e);
+                            fail(&out, e);
                             // Dropping the receiver makes every later send
                             // fail, so the workers stop.
                             return;
@@ -139,9 +153,24 @@ impl PackWriter {
                 }
             })
             .map_err(|e| Error::Invalid(format!("cannot start the pack writer: {e}")))?;
+        let out = Arc::clone(&written);
+        let syncer = std::thread::Builder::new()
+            .name("arca-pack-sync".into())
+            .spawn(move || {
+                for (durable, listing) in srx {
+                    match durable() {
+                        Ok(()) => lock(&out).packs.push(listing),
+                        Err(e) => {
+                            fail(&out, e);
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Invalid(format!("cannot start the pack syncer: {e}")))?;
         Ok(PackWriter {
             tx: Some(tx),
-            thread: Some(thread),
+            threads: vec![writer, syncer],
             written,
         })
     }
@@ -171,7 +200,8 @@ impl PackWriter {
     /// Waits until every pack handed over is durable.
     fn finish(&mut self) -> Result<()> {
         self.tx = None;
-        if let Some(t) = self.thread.take() {
+        // The writer first: its end closes the syncer's channel.
+        for t in self.threads.drain(..) {
             if t.join().is_err() {
                 return Err(Error::Invalid("the pack writer panicked".into()));
             }

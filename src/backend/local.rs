@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, FileKind, Listed};
+use super::{Backend, Durable, FileKind, Listed};
 use crate::error::{Error, Result};
 
 /// Prefix of temporary files; `list` skips them and a later `prune` may
@@ -64,20 +64,25 @@ impl LocalBackend {
         }
     }
 
-    /// Writes a file atomically and durably: `fill` writes the content into
-    /// a new temporary file, which is fsynced, renamed to its name, and its
-    /// directory fsynced. A file that exists already is left as it is
-    /// (names are content hashes), except the config.
-    fn write_durably(
+    /// First stage of an atomic, durable write: `fill` writes the content
+    /// into a new temporary file. [`Staged::finish`] then fsyncs it, renames
+    /// it to its name and fsyncs its directory. A file that exists already
+    /// is left as it is (names are content hashes), except the config.
+    fn stage(
         &self,
         kind: FileKind,
         name: &str,
         fill: impl FnOnce(&mut File, &Path) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Staged> {
         let p = self.path(kind, name);
         let dir = p.parent().unwrap_or(&self.root).to_path_buf();
         if kind != FileKind::Config && p.exists() {
-            return Ok(());
+            return Ok(Staged {
+                file: None,
+                tmp: PathBuf::new(),
+                path: p,
+                dir,
+            });
         }
         // Pack subdirectories are made on first use, and so is `exports/`
         // in a repository created before exports existed.
@@ -94,21 +99,22 @@ impl LocalBackend {
         let mut rnd = [0u8; 8];
         crate::crypto::fill_random(&mut rnd)?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
-        let res = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| Error::io(&tmp, e))?;
-            fill(&mut f, &tmp)?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
-            sync_dir(&dir)
-        })();
-        if res.is_err() {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        if let Err(e) = fill(&mut f, &tmp) {
+            drop(f);
             let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        res
+        Ok(Staged {
+            file: Some(f),
+            tmp,
+            path: p,
+            dir,
+        })
     }
 }
 
@@ -226,17 +232,19 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.write_durably(kind, name, |f, tmp| {
+        self.stage(kind, name, |f, tmp| {
             f.write_all(data).map_err(|e| Error::io(tmp, e))
-        })
+        })?
+        .finish()
     }
 
-    fn write_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<()> {
-        self.write_durably(kind, name, move |f, tmp| {
+    fn write_staged(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<Durable> {
+        let staged = self.stage(kind, name, move |f, tmp| {
             f.write_all(&data).map_err(|e| Error::io(tmp, e))
             // `data` is dropped here: in the page cache now, it need not
             // wait in memory for the fsync.
-        })
+        })?;
+        Ok(Box::new(move || staged.finish()))
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
@@ -252,5 +260,81 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&p, e)),
         }
+    }
+}
+
+/// A file written under a temporary name, not yet durable (see
+/// [`LocalBackend::stage`]); dropped unfinished, it is removed.
+struct Staged {
+    /// `None` when the file existed already: nothing to do.
+    file: Option<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Staged {
+    fn finish(mut self) -> Result<()> {
+        let Some(f) = self.file.take() else {
+            return Ok(());
+        };
+        let res = (|| {
+            f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+            drop(f);
+            fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+            sync_dir(&self.dir)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        res
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_files(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_staged_file_appears_under_its_name_only_when_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let name = "ab".repeat(32);
+        let durable = b
+            .write_staged(FileKind::Pack, &name, vec![7u8; 1000])
+            .unwrap();
+        assert!(b.read(FileKind::Pack, &name).is_err(), "not visible yet");
+        durable().unwrap();
+        assert_eq!(b.read(FileKind::Pack, &name).unwrap(), vec![7u8; 1000]);
+        assert_eq!(tmp_files(&dir.path().join("repo/data/ab")), 0);
+
+        // Dropped before its second stage: no file, and no temporary left.
+        let other = "cd".repeat(32);
+        let durable = b
+            .write_staged(FileKind::Pack, &other, vec![1u8; 10])
+            .unwrap();
+        assert_eq!(tmp_files(&dir.path().join("repo/data/cd")), 1);
+        drop(durable);
+        assert!(b.read(FileKind::Pack, &other).is_err());
+        assert_eq!(tmp_files(&dir.path().join("repo/data/cd")), 0);
     }
 }

@@ -88,15 +88,22 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// Writes a whole file atomically and durably (see the trait's contract).
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
-    /// [`Backend::write`] taking the bytes by value, so that a backend may
-    /// free them as soon as they are handed to storage, before waiting for
-    /// durability (a pack's 16 MiB then leave memory before its fsync).
-    fn write_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<()> {
-        self.write(kind, name, &data)
+    /// [`Backend::write`] in two stages: this call hands the bytes to
+    /// storage and frees them; the returned [`Durable`] step makes the file
+    /// durable and visible under its name. Until that step succeeds the
+    /// file may be missing, never present under its name and incomplete.
+    /// A pack writer thus takes the next pack while the last one syncs,
+    /// and no pack waits in memory for an fsync.
+    fn write_staged(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<Durable> {
+        self.write(kind, name, &data)?;
+        Ok(Box::new(|| Ok(())))
     }
     /// Removes a file durably.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
 }
+
+/// The second stage of [`Backend::write_staged`].
+pub type Durable = Box<dyn FnOnce() -> Result<()> + Send>;
 
 /// True when `e` says a file does not exist.
 pub fn is_not_found(e: &Error) -> bool {

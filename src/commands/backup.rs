@@ -423,12 +423,16 @@ impl BufferPool {
     /// At most this many idle buffers are kept: one per worker.
     const KEEP: usize = 2;
 
+    /// A buffer with room for a whole read block. Its pages are touched
+    /// only as far as reads fill it, and its size keeps it mmapped (above
+    /// the 4 MiB threshold, out of the heap arenas): buffers sized to each
+    /// small file fragmented the arenas instead.
     fn take(&self) -> Vec<u8> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop()
-            .unwrap_or_default()
+            .unwrap_or_else(|| Vec::with_capacity(READ_BLOCK + 1))
     }
 
     fn give(&self, buf: Vec<u8>) {
