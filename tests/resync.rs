@@ -52,6 +52,13 @@ fn versions() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         ("truncate.bin", a.clone(), a[..900_000].to_vec()),
         ("repeat.bin", repeated, repeated_changed),
         ("touched.bin", a.clone(), a.clone()),
+        // The old last chunk is all that is left, or is followed by more.
+        ("new-head.bin", a.clone(), cat(&[&b, &a])),
+        (
+            "grown-tail.bin",
+            a.clone(),
+            cat(&[&a[..1_200_000], &a[1_200_000..], &b[..10]]),
+        ),
         // The old file's tail (its last chunk) now sits in the middle.
         (
             "tail-inside.bin",

@@ -206,8 +206,9 @@ impl BaseFinder<'_> {
 /// expected next: if the bytes at hand, taken at that chunk's length, hash to
 /// its id, they are that chunk's content, and the chunker would cut them at
 /// the same place (a cut depends only on the bytes since the chunk's start).
-/// The one exception is the old file's last chunk, which its end cut; it is
-/// never tried. Otherwise the chunker scans as usual. Every chunk's id is
+/// The one exception is the old file's last chunk, which its end cut: it is
+/// tried only against exactly the bytes left (the scan of the same bytes to
+/// the same end cuts them the same). Otherwise the chunker scans as usual. Every chunk's id is
 /// computed here, once, and handed to the sink in order.
 ///
 /// On a daily re-export most chunks are unchanged, so most of the file is
@@ -228,9 +229,12 @@ struct Resync<'a> {
 
 impl Resync<'_> {
     fn cut(&mut self, rest: &[u8]) -> usize {
-        if self.next + 1 < self.old.ids.len() {
+        if self.next < self.old.ids.len() {
             let len = self.old.len(self.next) as usize;
-            if len <= rest.len() {
+            // The old last chunk only when it is all that is left: the
+            // scan of the same bytes, to the same end, ends it the same.
+            let last = self.next + 1 == self.old.ids.len();
+            if len <= rest.len() && (!last || len == rest.len()) {
                 let id = self.keys.blob_id(&rest[..len]);
                 if id == self.old.ids[self.next] {
                     self.shared(id, len, self.next);
