@@ -65,11 +65,6 @@ pub fn level(config_level: i32) -> i32 {
     config_level.max(3)
 }
 
-/// First bytes of a zstd dictionary: a base starting with them cannot be
-/// loaded as a dictionary, which would be parsed instead of taken as raw
-/// content.
-const DICT_MAGIC: [u8; 4] = [0x37, 0xA4, 0x30, 0xEC];
-
 thread_local! {
     /// One decompression context per thread, reused: creating one per blob
     /// allocates and faults in over 100 KiB each time.
@@ -84,24 +79,25 @@ pub fn decode(base: &[u8], frame: &[u8], raw_len: usize) -> Result<Vec<u8>, Stri
     // the buffer is never zeroed first, and never grows past `raw_len`.
     let mut out: Vec<u8> = Vec::with_capacity(raw_len);
     let err = |c| format!("zstd delta: {}", zstd::zstd_safe::get_error_name(c));
-    let n = if base.starts_with(&DICT_MAGIC) {
-        let mut dctx = DCtx::create();
-        dctx.ref_prefix(base).map_err(err)?;
-        dctx.decompress(&mut out, frame).map_err(err)?
-    } else {
-        // A dictionary loaded by copy is raw content unless it starts with
-        // the magic (excluded above): the same as a referenced prefix.
-        DCTX.with(|d| {
-            let mut d = d.borrow_mut();
+    let n = DCTX.with(|d| {
+        // A leaf call: nothing below re-enters this thread-local.
+        let mut d = d.borrow_mut();
+        // SAFETY: as in [`encode`]: the `'static` context holds the
+        // reference to `base` only until the final reset below, which
+        // drops it on every path (zstd also forgets a prefix once its
+        // frame is decoded). A referenced prefix is raw content whatever
+        // its first bytes, and is not copied.
+        #[allow(unsafe_code)]
+        let prefix: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(base) };
+        let r = (|| {
             d.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters)
                 .map_err(err)?;
-            d.load_dictionary(base).map_err(err)?;
-            let r = d.decompress(&mut out, frame).map_err(err);
-            // Drop the copy of the base now rather than keep it per thread.
-            let _ = d.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters);
-            r
-        })?
-    };
+            d.ref_prefix(prefix).map_err(err)?;
+            d.decompress(&mut out, frame).map_err(err)
+        })();
+        let _ = d.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters);
+        r
+    })?;
     if n != raw_len || out.len() != raw_len {
         return Err(format!("delta decodes to {n} bytes, expected {raw_len}"));
     }
@@ -161,7 +157,9 @@ mod tests {
 
     #[test]
     fn base_that_looks_like_a_zstd_dictionary_is_raw_content() {
-        let mut base = DICT_MAGIC.to_vec();
+        // The first bytes of a zstd dictionary: a referenced prefix is raw
+        // content all the same (a dictionary loaded by copy would not be).
+        let mut base = vec![0x37, 0xA4, 0x30, 0xEC];
         base.extend((0..3000u32).flat_map(|i| format!("{i},row\n").into_bytes()));
         let mut data = base.clone();
         data[100] ^= 1;
