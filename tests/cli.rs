@@ -665,7 +665,12 @@ fn key_cache_flag_parses_and_uncache_needs_no_password() {
     // With the entry in place, a wrong password is still refused.
     let o = e.run_pw("not the password", &["--key-cache", "15m", "snapshots"]);
     assert_eq!(o.status.code(), Some(12));
-    // uncache works without any password.
+    // uncache works without any password, and drops the entry if the
+    // keyring took one (none in a sandbox without a keyring).
+    let keys: Vec<serde_json::Value> =
+        serde_json::from_str(&e.ok(&["key", "list", "--json"])).unwrap();
+    let id = keys[0]["id"].as_str().unwrap();
+    let cached = arca::keycache::lookup(id, PASSWORD.as_bytes(), 60).is_some();
     let o = e
         .cmd(&["key", "uncache"])
         .env_remove("ARCA_PASSWORD")
@@ -677,10 +682,7 @@ fn key_cache_flag_parses_and_uncache_needs_no_password() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let dropped = if arca::keycache::available() {
-        "dropped 1"
-    } else {
-        "dropped 0"
-    };
+    let dropped = if cached { "dropped 1" } else { "dropped 0" };
     assert!(String::from_utf8_lossy(&o.stdout).contains(dropped));
+    assert!(arca::keycache::lookup(id, PASSWORD.as_bytes(), 60).is_none());
 }
