@@ -100,28 +100,23 @@ impl Chunker {
         block: usize,
         f: impl FnMut(&[u8], &[usize]) -> Result<()>,
     ) -> Result<u64, StreamError> {
-        self.stream_in(reader, block, &mut Vec::new(), f)
+        self.stream_with(
+            reader,
+            block,
+            &mut Vec::new(),
+            |rest| self.next_cut(rest),
+            f,
+        )
     }
 
     /// [`Chunker::stream`] reading into `buf` (cleared first), so that a
-    /// caller can reuse one buffer across files: a fresh multi-MiB buffer
-    /// is mapped, and page-faulted in, on every allocation.
-    pub fn stream_in<R: Read>(
-        &self,
-        reader: R,
-        block: usize,
-        buf: &mut Vec<u8>,
-        f: impl FnMut(&[u8], &[usize]) -> Result<()>,
-    ) -> Result<u64, StreamError> {
-        self.stream_with(reader, block, buf, |rest| self.next_cut(rest), f)
-    }
-
-    /// [`Chunker::stream_in`] with the cut points given by `cut`, called in
-    /// order with the bytes from each chunk's start (at least `max` of
-    /// them, or all that is left). `cut` must return what
-    /// [`Chunker::next_cut`] would for those bytes; it may know it without
-    /// scanning, for example from a chunk the previous version of the file
-    /// had at that place, verified by its hash.
+    /// caller can reuse one buffer across files (a fresh multi-MiB buffer
+    /// is mapped, and page-faulted in, on every allocation), with the cut
+    /// points given by `cut`. `cut` is called in order with the bytes from
+    /// each chunk's start (at least `max` of them, or all that is left) and
+    /// must return what [`Chunker::next_cut`] would for those bytes; it may
+    /// know it without scanning, for example from a chunk the previous
+    /// version of the file had at that place, verified by its hash.
     pub fn stream_with<R: Read>(
         &self,
         mut reader: R,
@@ -225,7 +220,7 @@ mod tests {
             let mut buf = noise(junk, seed ^ 0x55);
             let mut streamed = Vec::new();
             let mut joined = Vec::new();
-            let n = c.stream_in(&data[..], block, &mut buf, |b, l| { joined.extend_from_slice(b); streamed.extend_from_slice(l); Ok(()) }).unwrap();
+            let n = c.stream_with(&data[..], block, &mut buf, |r| c.next_cut(r), |b, l| { joined.extend_from_slice(b); streamed.extend_from_slice(l); Ok(()) }).unwrap();
             prop_assert_eq!(n, len as u64);
             prop_assert_eq!(c.chunk_lengths(&data), streamed);
             prop_assert_eq!(joined, data);

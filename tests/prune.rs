@@ -235,14 +235,7 @@ fn kill_prune_at_any_moment_loses_nothing() {
         // A backup after the kill works (and may adopt leftover packs);
         // prune then finishes the job.
         let src = e.path("src");
-        e.ok(&[
-            "backup",
-            src.to_str().unwrap(),
-            "--account",
-            "acme",
-            "--time",
-            "2024-03-09T00:00:00",
-        ]);
+        common::backup_at(&e, &src, "2024-03-09T00:00:00");
         e.ok(&["prune"]);
         e.ok(&["check", "--read-data"]);
         assert_kept_snapshots_restore(&e, &kept, 0.08);

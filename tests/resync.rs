@@ -8,26 +8,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arca::backend::LocalBackend;
 use arca::format::tree::NodeKind;
 use arca::id::BlobId;
 use arca::repository::Repository;
-use common::{Env, PASSWORD};
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use common::{backup_at, noise, Env, PASSWORD};
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -73,17 +60,6 @@ fn versions() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     ]
 }
 
-fn backup(e: &Env, src: &Path, time: &str) {
-    e.ok(&[
-        "backup",
-        src.to_str().unwrap(),
-        "--account",
-        "acme",
-        "--time",
-        time,
-    ]);
-}
-
 #[test]
 fn cuts_equal_a_fresh_scan_of_the_new_bytes() {
     let e = Env::new();
@@ -103,14 +79,14 @@ fn cuts_equal_a_fresh_scan_of_the_new_bytes() {
     for (name, old, _) in &files {
         std::fs::write(src.join(name), old).unwrap();
     }
-    backup(&e, &src, "2024-03-01T02:00:00Z");
+    backup_at(&e, &src, "2024-03-01T02:00:00Z");
     // New content (and for touched.bin only a new mtime), so every file is
     // read again with the first snapshot as its parent.
     std::thread::sleep(std::time::Duration::from_millis(20));
     for (name, _, new) in &files {
         std::fs::write(src.join(name), new).unwrap();
     }
-    backup(&e, &src, "2024-03-02T02:00:00Z");
+    backup_at(&e, &src, "2024-03-02T02:00:00Z");
 
     let repo = Repository::open(Arc::new(LocalBackend::new(e.repo())), PASSWORD.as_bytes())
         .unwrap()

@@ -125,8 +125,6 @@ struct OldLayout {
     starts: Vec<u64>,
     /// The old file's length.
     end: u64,
-    /// End offset of each chunk, by id (an id may repeat; any will do).
-    ends: HashMap<BlobId, u64>,
     /// Position of each chunk in `ids`, by id (the first, if it repeats).
     index: HashMap<BlobId, usize>,
 }
@@ -136,7 +134,6 @@ impl OldLayout {
     /// index lacks one (no hints then: the chunks are stored whole).
     fn new(repo: &IndexedRepository, chunks: &[BlobId]) -> Result<Option<Self>> {
         let mut starts = Vec::with_capacity(chunks.len());
-        let mut ends = HashMap::with_capacity(chunks.len());
         let mut index = HashMap::with_capacity(chunks.len());
         let mut off = 0u64;
         for (i, c) in chunks.iter().enumerate() {
@@ -145,14 +142,12 @@ impl OldLayout {
             };
             starts.push(off);
             off += u64::from(loc.entry.raw_length);
-            ends.insert(*c, off);
             index.entry(*c).or_insert(i);
         }
         Ok(Some(OldLayout {
             ids: chunks.to_vec(),
             starts,
             end: off,
-            ends,
             index,
         }))
     }
@@ -192,8 +187,8 @@ struct BaseFinder<'a> {
 
 impl BaseFinder<'_> {
     fn hint(&mut self, id: &BlobId, off: u64, len: u64) -> Option<BlobId> {
-        if let Some(&old_end) = self.old.ends.get(id) {
-            self.anchor = (off + len, old_end);
+        if let Some(&j) = self.old.index.get(id) {
+            self.anchor = (off + len, self.old.starts[j] + self.old.len(j));
             return None;
         }
         let est = self.anchor.1 + off.saturating_sub(self.anchor.0);

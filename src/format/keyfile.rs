@@ -110,9 +110,7 @@ pub fn derive_kek(bytes: &[u8], password: &[u8], what: &str) -> Result<Secret32>
 
 /// Opens a key file with a password.
 pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<MasterSecrets> {
-    let (info, _) = decode_info(bytes, what)?;
-    let kek = info.kdf.derive_kek(password, &info.salt)?;
-    open_with_kek(bytes, &kek, what)
+    open_with_kek(bytes, &derive_kek(bytes, password, what)?, what)
 }
 
 #[cfg(test)]

@@ -94,14 +94,32 @@ pub fn gen(dir: &Path, day: u32, scale: f64) {
 pub fn backup_day(e: &Env, src: &Path, day: u32, scale: f64) {
     let _ = std::fs::remove_dir_all(src);
     gen(src, day, scale);
+    backup_at(e, src, &format!("2024-03-{:02}T02:00:00Z", day + 1));
+}
+
+/// Backs `src` up for account `acme` with snapshot time `time`.
+pub fn backup_at(e: &Env, src: &Path, time: &str) {
     e.ok(&[
         "backup",
         src.to_str().unwrap(),
         "--account",
         "acme",
         "--time",
-        &format!("2024-03-{:02}T02:00:00Z", day + 1),
+        time,
     ]);
+}
+
+/// `n` bytes that do not compress: xorshift64 from `seed`.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 pub fn same_tree(a: &Path, b: &Path) {
