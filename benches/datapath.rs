@@ -365,7 +365,7 @@ fn temp_repo() -> TempRepo {
 /// Stores `buf` as data chunks in `repo`, as a backup stores a file's
 /// content, and makes them durable; returns the chunks added.
 fn store(repo: &IndexedRepository, buf: &[u8]) -> u64 {
-    let session = WriteSession::start(repo).expect("start a write session");
+    let mut session = WriteSession::start(repo).expect("start a write session");
     let mut pos = 0;
     for n in repo.chunker().chunk_lengths(buf) {
         let chunk = &buf[pos..pos + n];

@@ -67,6 +67,11 @@ impl FileId {
     pub fn of(bytes: &[u8]) -> Self {
         FileId(*blake3::hash(bytes).as_bytes())
     }
+
+    /// The id of a file hashed in pieces into `h`.
+    pub fn from_hasher(h: &blake3::Hasher) -> Self {
+        FileId(*h.finalize().as_bytes())
+    }
 }
 
 /// Pack files are named by their [`FileId`].

@@ -33,31 +33,41 @@ const PACKS_PER_INDEX_FILE: usize = 8;
 /// whole index file in memory while absorbing it.
 const BLOBS_PER_INDEX_FILE: usize = 50_000;
 
+/// Bytes of a pack handed to the writer at a time: a pack is written to
+/// storage as it fills, so no whole pack waits in memory.
+const PIECE: usize = 1 << 20;
+/// Pieces waiting for the writer, at most.
+const PIECES_QUEUED: usize = 4;
+
+/// The pack being filled for one kind of blob.
 struct Packer {
-    buf: Vec<u8>,
+    /// Bytes not yet handed to the writer (the pack's header first).
+    pending: Vec<u8>,
+    /// Length of the pack so far, handed over or pending.
+    len: usize,
     entries: Vec<BlobEntry>,
 }
 
 impl Packer {
-    /// A packer whose buffer already has room for `target` bytes and a
-    /// trailer, so filling a data pack never copies (pages are only touched
-    /// as they are written); tree packs start small.
-    fn for_kind(kind: BlobKind, target: usize) -> Self {
+    /// A packer with room for one piece of data blobs (tree packs start
+    /// small).
+    fn for_kind(kind: BlobKind) -> Self {
         let room = match kind {
-            BlobKind::Data => target + (target >> 4),
+            BlobKind::Data => PIECE + (PIECE >> 2),
             BlobKind::Tree => 0,
         };
-        let mut buf = Vec::with_capacity(room);
-        buf.extend_from_slice(&header(ObjectType::Pack));
+        let mut pending = Vec::with_capacity(room);
+        pending.extend_from_slice(&header(ObjectType::Pack));
         Packer {
-            buf,
+            len: pending.len(),
+            pending,
             entries: Vec::new(),
         }
     }
 
     fn append(&mut self, b: &SealedBlob) -> Result<()> {
         let offset =
-            u32::try_from(self.buf.len()).map_err(|_| Error::Invalid("pack too large".into()))?;
+            u32::try_from(self.len).map_err(|_| Error::Invalid("pack too large".into()))?;
         self.entries.push(BlobEntry {
             kind: b.kind,
             id: b.id,
@@ -66,12 +76,21 @@ impl Packer {
             raw_length: b.raw_length,
             delta: b.delta,
         });
-        self.buf.extend_from_slice(&b.bytes);
+        self.pending.extend_from_slice(&b.bytes);
+        self.len += b.bytes.len();
         Ok(())
     }
 
     fn full(&self, target: usize) -> bool {
-        self.buf.len() >= target || self.entries.len() as u32 >= limits::MAX_PACK_BLOBS - 1
+        self.len >= target || self.entries.len() as u32 >= limits::MAX_PACK_BLOBS - 1
+    }
+
+    /// The pending bytes, when there is a piece's worth of them.
+    fn take_piece(&mut self) -> Option<Vec<u8>> {
+        (self.pending.len() >= PIECE).then(|| {
+            let room = self.pending.capacity();
+            std::mem::replace(&mut self.pending, Vec::with_capacity(room))
+        })
     }
 }
 
@@ -90,9 +109,14 @@ pub struct SessionStats {
     pub packs_written: AtomicU64,
 }
 
-/// A closed pack on its way to storage: its bytes (trailer included) and
-/// its entries.
-type ClosedPack = (Vec<u8>, Vec<BlobEntry>);
+/// A piece of a pack on its way to storage: `bytes` continue the pack
+/// open for `slot` (or start one); with `close`, they end with its trailer
+/// and the pack is complete.
+struct Piece {
+    slot: usize,
+    bytes: Vec<u8>,
+    close: Option<Vec<BlobEntry>>,
+}
 
 /// What the pack writer thread reports back.
 #[derive(Default)]
@@ -103,14 +127,15 @@ struct Written {
     error: Option<Error>,
 }
 
-/// Two threads that write closed packs while the workers go on compressing
-/// and sealing: the writer hashes a pack and writes it (its bytes are freed
-/// then), the syncer makes it durable (fsync, rename, directory fsync) and
-/// lists it. The hand-off to the writer is a rendezvous, so at most one
-/// closed pack waits besides the one being written, and none waits for an
-/// fsync: memory stays bounded by a few packs whatever the backup's size.
+/// Two threads that write packs while the workers go on compressing and
+/// sealing: the writer appends each piece to its pack's upload as it comes
+/// and hashes it (the piece is freed then); on a pack's last piece it names
+/// the pack by that hash. The syncer makes it durable (fsync, rename,
+/// directory fsync) and lists it. At most [`PIECES_QUEUED`] pieces wait for
+/// the writer and none waits for an fsync: memory stays a few MiB whatever
+/// the backup's size.
 struct PackWriter {
-    tx: Option<SyncSender<ClosedPack>>,
+    tx: Option<SyncSender<Piece>>,
     threads: Vec<JoinHandle<()>>,
     written: Arc<Mutex<Written>>,
 }
@@ -121,9 +146,41 @@ type Staged = (crate::backend::Durable, PackListing);
 /// Packs written and waiting for the syncer, at most.
 const STAGED_PACKS: usize = 4;
 
+/// A pack being written: its upload, the hash of its bytes so far, their
+/// length.
+type OpenPack = (Box<dyn crate::backend::Upload>, blake3::Hasher, u64);
+
+/// Appends `piece` to its pack (begun on its first piece); on the last
+/// piece, names the pack and returns it, on its way to durability.
+fn write_piece(
+    backend: &dyn Backend,
+    open: &mut [Option<OpenPack>; 2],
+    piece: Piece,
+) -> Result<Option<Staged>> {
+    let slot = open
+        .get_mut(piece.slot)
+        .ok_or_else(|| Error::Invalid("no such pack slot".into()))?;
+    let (upload, hasher, length) = match slot {
+        Some(p) => p,
+        None => slot.insert((backend.begin(FileKind::Pack)?, blake3::Hasher::new(), 0)),
+    };
+    upload.write(&piece.bytes)?;
+    hasher.update(&piece.bytes);
+    *length += piece.bytes.len() as u64;
+    let Some(blobs) = piece.close else {
+        return Ok(None);
+    };
+    let Some((upload, hasher, length)) = slot.take() else {
+        return Ok(None);
+    };
+    let id = FileId::from_hasher(&hasher);
+    let durable = upload.finish(&id.to_hex())?;
+    Ok(Some((durable, PackListing { id, length, blobs })))
+}
+
 impl PackWriter {
     fn start(backend: Arc<dyn Backend>) -> Result<Self> {
-        let (tx, rx) = sync_channel::<ClosedPack>(0);
+        let (tx, rx) = sync_channel::<Piece>(PIECES_QUEUED);
         let (stx, srx) = sync_channel::<Staged>(STAGED_PACKS);
         let written = Arc::new(Mutex::new(Written::default()));
         let fail = |out: &Arc<Mutex<Written>>, e: Error| {
@@ -133,16 +190,17 @@ impl PackWriter {
         let writer = std::thread::Builder::new()
             .name("arca-pack-writer".into())
             .spawn(move || {
-                for (bytes, blobs) in rx {
-                    let id = FileId::of(&bytes);
-                    let length = bytes.len() as u64;
-                    match backend.write_staged(FileKind::Pack, &id.to_hex(), bytes) {
-                        Ok(durable) => {
-                            let listing = PackListing { id, length, blobs };
-                            if stx.send((durable, listing)).is_err() {
+                // A pack left open here (a session dropped without flush)
+                // is dropped with its upload: no file under any name.
+                let mut open: [Option<OpenPack>; 2] = [None, None];
+                for piece in rx {
+                    match write_piece(backend.as_ref(), &mut open, piece) {
+                        Ok(Some(staged)) => {
+                            if stx.send(staged).is_err() {
                                 return; // the syncer failed and said why
                             }
                         }
+                        Ok(None) => {}
                         Err(e) => {
                             fail(&out, e);
                             // Dropping the receiver makes every later send
@@ -183,14 +241,14 @@ impl PackWriter {
         }
     }
 
-    /// Hands a closed pack to the writer (waits while it is busy).
-    fn send(&self, pack: ClosedPack) -> Result<()> {
+    /// Hands a piece to the writer (waits while its queue is full).
+    fn send(&self, piece: Piece) -> Result<()> {
         self.failure()?;
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| Error::Invalid("pack writer already closed".into()))?;
-        if tx.send(pack).is_err() {
+        if tx.send(piece).is_err() {
             self.failure()?;
             return Err(Error::Invalid("the pack writer stopped".into()));
         }
@@ -281,8 +339,7 @@ impl<'a> WriteSession<'a> {
         Ok(WriteSession {
             repo,
             writer: Mutex::new(PackWriter::start(Arc::clone(repo.backend()))?),
-            packers: [BlobKind::Data, BlobKind::Tree]
-                .map(|k| Mutex::new(Packer::for_kind(k, repo.config().pack_target as usize))),
+            packers: [BlobKind::Data, BlobKind::Tree].map(|k| Mutex::new(Packer::for_kind(k))),
             pending: Mutex::new(HashSet::new()),
             index_files: Mutex::new(Vec::new()),
             stats: SessionStats::default(),
@@ -457,21 +514,27 @@ impl<'a> WriteSession<'a> {
         self.stats
             .bytes_stored
             .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
-        let full = {
-            let mut p = lock(&self.packers[slot(sealed.kind)]);
+        let slot = slot(sealed.kind);
+        let closed = {
+            // Pieces of a pack are handed over under its packer's lock, so
+            // they reach the writer in order; other kinds go on meanwhile.
+            let mut p = lock(&self.packers[slot]);
             p.append(sealed)?;
-            let target = self.repo.config().pack_target as usize;
-            if p.full(target) {
-                Some(std::mem::replace(
-                    &mut *p,
-                    Packer::for_kind(sealed.kind, target),
-                ))
+            if p.full(self.repo.config().pack_target as usize) {
+                self.close_pack(slot, &mut p)?
             } else {
-                None
+                if let Some(bytes) = p.take_piece() {
+                    lock(&self.writer).send(Piece {
+                        slot,
+                        bytes,
+                        close: None,
+                    })?;
+                }
+                false
             }
         };
-        if let Some(p) = full {
-            self.write_pack(p)?;
+        if closed {
+            self.index_durable_packs()?;
         }
         Ok(())
     }
@@ -487,23 +550,33 @@ impl<'a> WriteSession<'a> {
         lock(&self.index_files).clone()
     }
 
-    /// Closes a pack with its trailer and hands it to the writer thread,
-    /// which makes it durable (step 1); lists the packs made durable so far
-    /// in an index file once there are enough of them (step 2).
-    fn write_pack(&self, p: Packer) -> Result<()> {
+    /// Closes the pack in `p` (the packer of `slot`, locked by the caller)
+    /// with its trailer and hands its last piece to the writer thread,
+    /// which makes it durable (step 1). False when the pack was empty.
+    fn close_pack(&self, slot: usize, p: &mut Packer) -> Result<bool> {
         if p.entries.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        let mut bytes = p.buf;
-        bytes.extend_from_slice(&pack::encode_trailer(&self.repo.keys().file, &p.entries)?);
-        // The writer lock is held only by the thread handing a pack over:
-        // others keep filling packers meanwhile.
-        let batch = {
-            let w = lock(&self.writer);
-            w.send((bytes, p.entries))?;
-            w.take_batch(false)
-        };
+        let kind = [BlobKind::Data, BlobKind::Tree][slot];
+        let done = std::mem::replace(p, Packer::for_kind(kind));
+        let mut bytes = done.pending;
+        bytes.extend_from_slice(&pack::encode_trailer(
+            &self.repo.keys().file,
+            &done.entries,
+        )?);
+        lock(&self.writer).send(Piece {
+            slot,
+            bytes,
+            close: Some(done.entries),
+        })?;
         self.stats.packs_written.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Lists the packs made durable so far in an index file once there are
+    /// enough of them (step 2).
+    fn index_durable_packs(&self) -> Result<()> {
+        let batch = lock(&self.writer).take_batch(false);
         if !batch.is_empty() {
             self.write_index(&batch)?;
         }
@@ -512,12 +585,12 @@ impl<'a> WriteSession<'a> {
 
     /// Writes every open pack and waits until all are durable, then writes
     /// one index file for all packs not yet listed (steps 1 and 2). After
-    /// this, every blob added is durable and indexed.
-    pub fn flush(&self) -> Result<()> {
-        let target = self.repo.config().pack_target as usize;
-        for (p, kind) in self.packers.iter().zip([BlobKind::Data, BlobKind::Tree]) {
-            let full = std::mem::replace(&mut *lock(p), Packer::for_kind(kind, target));
-            self.write_pack(full)?;
+    /// this, every blob added is durable and indexed. Takes the session
+    /// exclusively: no blob can be added while its pack is being closed.
+    pub fn flush(&mut self) -> Result<()> {
+        for slot in 0..self.packers.len() {
+            let mut p = lock(&self.packers[slot]);
+            self.close_pack(slot, &mut p)?;
         }
         let rest = {
             let mut w = lock(&self.writer);
@@ -534,7 +607,7 @@ impl<'a> WriteSession<'a> {
     }
 
     /// Flushes, then writes the snapshot: the commit point (step 3).
-    pub fn commit(self, snapshot: &Snapshot) -> Result<SnapshotId> {
+    pub fn commit(mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
         // Refuse before anything is made durable for it: a snapshot over the
         // limits would be unreadable and block every later listing.
         snapshot.validate()?;

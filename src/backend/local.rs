@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, Durable, FileKind, Listed};
+use super::{Backend, Durable, FileKind, Listed, Upload};
 use crate::error::{Error, Result};
 
 /// Prefix of temporary files; `list` skips them and a later `prune` may
@@ -54,67 +54,80 @@ impl LocalBackend {
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
-        match kind {
-            FileKind::Config => self.root.join("config"),
-            FileKind::Pack => {
-                let sub = name.get(..2).unwrap_or("00");
-                self.root.join("data").join(sub).join(name)
-            }
-            k => self.root.join(k.dir()).join(name),
+        path_of(&self.root, kind, name)
+    }
+}
+
+/// Where file `name` of `kind` lives under `root`.
+fn path_of(root: &Path, kind: FileKind, name: &str) -> PathBuf {
+    match kind {
+        FileKind::Config => root.join("config"),
+        FileKind::Pack => {
+            let sub = name.get(..2).unwrap_or("00");
+            root.join("data").join(sub).join(name)
+        }
+        k => root.join(k.dir()).join(name),
+    }
+}
+
+/// A file being written under a temporary name in its kind's directory
+/// (`data/` for packs, whose subdirectory depends on the name to come).
+struct LocalUpload {
+    root: PathBuf,
+    kind: FileKind,
+    /// `None` once handed to [`Staged`].
+    file: Option<File>,
+    tmp: PathBuf,
+}
+
+impl Upload for LocalUpload {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.write_all(data).map_err(|e| Error::io(&self.tmp, e)),
+            None => Err(Error::Invalid("write to a finished upload".into())),
         }
     }
 
-    /// First stage of an atomic, durable write: `fill` writes the content
-    /// into a new temporary file. [`Staged::finish`] then fsyncs it, renames
-    /// it to its name and fsyncs its directory. A file that exists already
-    /// is left as it is (names are content hashes), except the config.
-    fn stage(
-        &self,
-        kind: FileKind,
-        name: &str,
-        fill: impl FnOnce(&mut File, &Path) -> Result<()>,
-    ) -> Result<Staged> {
-        let p = self.path(kind, name);
-        let dir = p.parent().unwrap_or(&self.root).to_path_buf();
-        if kind != FileKind::Config && p.exists() {
-            return Ok(Staged {
-                file: None,
-                tmp: PathBuf::new(),
-                path: p,
-                dir,
-            });
+    /// The file keeps its temporary name until the returned step has
+    /// fsynced it; then it is renamed to its name and that directory
+    /// fsynced. A file that exists already is left as it is (names are
+    /// content hashes), except the config.
+    fn finish(mut self: Box<Self>, name: &str) -> Result<Durable> {
+        let path = path_of(&self.root, self.kind, name);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let file = self.file.take();
+        let staged = Staged {
+            file,
+            tmp: std::mem::take(&mut self.tmp),
+            path,
+            dir,
+        };
+        if self.kind != FileKind::Config && staged.path.exists() {
+            return Ok(Box::new(move || {
+                drop(staged); // removes the temporary file
+                Ok(())
+            }));
         }
         // Pack subdirectories are made on first use, and so is `exports/`
-        // in a repository created before exports existed.
-        if matches!(kind, FileKind::Pack | FileKind::Export) && !dir.exists() {
-            match fs::create_dir(&dir) {
+        // in a repository created before exports existed. The new
+        // directory's entry must be durable before a file in it can be.
+        if !staged.dir.exists() {
+            match fs::create_dir_all(&staged.dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&dir, e)),
+                Err(e) => return Err(Error::io(&staged.dir, e)),
             }
-            // The new directory's entry must be durable before a pack in it
-            // can be.
-            sync_dir(dir.parent().unwrap_or(&self.root))?;
+            sync_dir(staged.dir.parent().unwrap_or(&self.root))?;
         }
-        let mut rnd = [0u8; 8];
-        crate::crypto::fill_random(&mut rnd)?;
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        if let Err(e) = fill(&mut f, &tmp) {
-            drop(f);
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        Ok(Box::new(move || staged.finish()))
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
         }
-        Ok(Staged {
-            file: Some(f),
-            tmp,
-            path: p,
-            dir,
-        })
     }
 }
 
@@ -232,19 +245,35 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.stage(kind, name, |f, tmp| {
-            f.write_all(data).map_err(|e| Error::io(tmp, e))
-        })?
-        .finish()
+        let mut up = self.begin(kind)?;
+        up.write(data)?;
+        up.finish(name)?()
     }
 
-    fn write_staged(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<Durable> {
-        let staged = self.stage(kind, name, move |f, tmp| {
-            f.write_all(&data).map_err(|e| Error::io(tmp, e))
-            // `data` is dropped here: in the page cache now, it need not
-            // wait in memory for the fsync.
-        })?;
-        Ok(Box::new(move || staged.finish()))
+    fn begin(&self, kind: FileKind) -> Result<Box<dyn Upload>> {
+        let dir = match kind {
+            FileKind::Config => self.root.clone(),
+            k => self.root.join(k.dir()),
+        };
+        if !dir.exists() {
+            // `exports/` in a repository created before exports existed.
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            sync_dir(&self.root)?;
+        }
+        let mut rnd = [0u8; 8];
+        crate::crypto::fill_random(&mut rnd)?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        Ok(Box::new(LocalUpload {
+            root: self.root.clone(),
+            kind,
+            file: Some(file),
+            tmp,
+        }))
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
@@ -264,9 +293,9 @@ impl Backend for LocalBackend {
 }
 
 /// A file written under a temporary name, not yet durable (see
-/// [`LocalBackend::stage`]); dropped unfinished, it is removed.
+/// [`LocalUpload::finish`]); dropped unfinished, it is removed.
 struct Staged {
-    /// `None` when the file existed already: nothing to do.
+    /// `None` once renamed.
     file: Option<File>,
     tmp: PathBuf,
     path: PathBuf,
@@ -282,7 +311,13 @@ impl Staged {
             f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
             drop(f);
             fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-            sync_dir(&self.dir)
+            sync_dir(&self.dir)?;
+            // A pack moves from `data/` to `data/xx/`: the old entry's
+            // removal is made durable too.
+            match self.tmp.parent() {
+                Some(from) if from != self.dir => sync_dir(from),
+                _ => Ok(()),
+            }
         })();
         if res.is_err() {
             let _ = fs::remove_file(&self.tmp);
@@ -314,27 +349,39 @@ mod tests {
     }
 
     #[test]
-    fn a_staged_file_appears_under_its_name_only_when_durable() {
+    fn an_upload_appears_under_its_name_only_when_durable() {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(dir.path().join("repo"));
         b.create().unwrap();
+        let data = dir.path().join("repo/data");
         let name = "ab".repeat(32);
-        let durable = b
-            .write_staged(FileKind::Pack, &name, vec![7u8; 1000])
-            .unwrap();
+        let mut up = b.begin(FileKind::Pack).unwrap();
+        up.write(&[7u8; 600]).unwrap();
+        up.write(&[7u8; 400]).unwrap();
+        assert_eq!(tmp_files(&data), 1, "written under a temporary name");
+        let durable = up.finish(&name).unwrap();
         assert!(b.read(FileKind::Pack, &name).is_err(), "not visible yet");
+        assert!(b.list(FileKind::Pack).unwrap().is_empty());
         durable().unwrap();
         assert_eq!(b.read(FileKind::Pack, &name).unwrap(), vec![7u8; 1000]);
-        assert_eq!(tmp_files(&dir.path().join("repo/data/ab")), 0);
+        assert_eq!(b.list(FileKind::Pack).unwrap().len(), 1);
+        assert_eq!(tmp_files(&data), 0);
+        assert_eq!(tmp_files(&data.join("ab")), 0);
 
-        // Dropped before its second stage: no file, and no temporary left.
+        // Dropped before its second stage, or before it was named: no
+        // file, and no temporary left.
         let other = "cd".repeat(32);
-        let durable = b
-            .write_staged(FileKind::Pack, &other, vec![1u8; 10])
-            .unwrap();
-        assert_eq!(tmp_files(&dir.path().join("repo/data/cd")), 1);
+        let mut up = b.begin(FileKind::Pack).unwrap();
+        up.write(&[1u8; 10]).unwrap();
+        let durable = up.finish(&other).unwrap();
+        assert_eq!(tmp_files(&data), 1);
         drop(durable);
         assert!(b.read(FileKind::Pack, &other).is_err());
-        assert_eq!(tmp_files(&dir.path().join("repo/data/cd")), 0);
+        assert_eq!(tmp_files(&data), 0);
+        let mut up = b.begin(FileKind::Pack).unwrap();
+        up.write(&[1u8; 10]).unwrap();
+        drop(up);
+        assert_eq!(tmp_files(&data), 0);
+        assert_eq!(b.list(FileKind::Pack).unwrap().len(), 1);
     }
 }

@@ -1,15 +1,45 @@
 //! An in-memory backend for tests.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use super::{Backend, FileKind, Listed};
+use super::{Backend, Durable, FileKind, Listed, Upload};
 use crate::error::{Error, Result};
 
 /// Keeps every file in a map. Same contract as any [`Backend`].
 #[derive(Default)]
 pub struct MemoryBackend {
-    files: Mutex<BTreeMap<(FileKind, String), Vec<u8>>>,
+    files: Files,
+}
+
+type Files = Arc<Mutex<BTreeMap<(FileKind, String), Vec<u8>>>>;
+
+fn lock_files(files: &Files) -> std::sync::MutexGuard<'_, BTreeMap<(FileKind, String), Vec<u8>>> {
+    // A panic while holding the lock cannot leave a half-written file in
+    // a map of whole values, so a poisoned lock is safe to reuse.
+    files.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An upload kept in memory until it is named; it appears whole on finish.
+struct MemoryUpload {
+    files: Files,
+    kind: FileKind,
+    bytes: Vec<u8>,
+}
+
+impl Upload for MemoryUpload {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.bytes.extend_from_slice(data);
+        Ok(())
+    }
+    fn finish(self: Box<Self>, name: &str) -> Result<Durable> {
+        let MemoryUpload { files, kind, bytes } = *self;
+        let name = name.to_string();
+        Ok(Box::new(move || {
+            lock_files(&files).insert((kind, name), bytes);
+            Ok(())
+        }))
+    }
 }
 
 impl MemoryBackend {
@@ -19,9 +49,7 @@ impl MemoryBackend {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(FileKind, String), Vec<u8>>> {
-        // A panic while holding the lock cannot leave a half-written file in
-        // a map of whole values, so a poisoned lock is safe to reuse.
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
+        lock_files(&self.files)
     }
 
     fn missing(kind: FileKind, name: &str) -> Error {
@@ -76,6 +104,13 @@ impl Backend for MemoryBackend {
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.lock().insert((kind, name.to_string()), data.to_vec());
         Ok(())
+    }
+    fn begin(&self, kind: FileKind) -> Result<Box<dyn Upload>> {
+        Ok(Box::new(MemoryUpload {
+            files: Arc::clone(&self.files),
+            kind,
+            bytes: Vec::new(),
+        }))
     }
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         self.lock().remove(&(kind, name.to_string()));

@@ -88,21 +88,29 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// Writes a whole file atomically and durably (see the trait's contract).
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
-    /// [`Backend::write`] in two stages: this call hands the bytes to
-    /// storage and frees them; the returned [`Durable`] step makes the file
-    /// durable and visible under its name. Until that step succeeds the
-    /// file may be missing, never present under its name and incomplete.
-    /// A pack writer thus takes the next pack while the last one syncs,
-    /// and no pack waits in memory for an fsync.
-    fn write_staged(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<Durable> {
-        self.write(kind, name, &data)?;
-        Ok(Box::new(|| Ok(())))
-    }
+    /// Starts a file written in pieces and named only when complete (a
+    /// pack, named by the hash of its bytes): see [`Upload`]. The pieces go
+    /// to storage as they come, so no whole file waits in memory.
+    fn begin(&self, kind: FileKind) -> Result<Box<dyn Upload>>;
     /// Removes a file durably.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
 }
 
-/// The second stage of [`Backend::write_staged`].
+/// A file begun with [`Backend::begin`]: its bytes are appended with
+/// [`Upload::write`] under a temporary name; [`Upload::finish`] gives it its
+/// name and returns the step that makes it durable and visible under that
+/// name. Until that step succeeds the file may be missing, never present
+/// under its name and incomplete. Dropped unfinished, an upload leaves
+/// nothing under any name a reader lists.
+pub trait Upload: Send {
+    /// Appends bytes.
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Names the complete file (see the trait's documentation).
+    fn finish(self: Box<Self>, name: &str) -> Result<Durable>;
+}
+
+/// The second stage of [`Upload::finish`]: makes the file durable and
+/// visible under its name.
 pub type Durable = Box<dyn FnOnce() -> Result<()> + Send>;
 
 /// True when `e` says a file does not exist.

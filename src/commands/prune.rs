@@ -199,7 +199,7 @@ pub fn prune(
         ..PruneReport::default()
     };
     // 1. Adopt interrupted backups' packs (the session does it on start).
-    let session = WriteSession::start(repo)?;
+    let mut session = WriteSession::start(repo)?;
     rep.packs_adopted = session.adopted as u64;
 
     // 2. Mark.

@@ -127,11 +127,15 @@ pub fn same_tree(a: &Path, b: &Path) {
     assert!(d.is_empty(), "trees differ:\n{}", d.join("\n"));
 }
 
-/// All pack files of a local repository.
+/// All pack files of a local repository (packs being written live in
+/// `data/` under temporary names, and are not counted).
 pub fn packs(repo: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for sub in std::fs::read_dir(repo.join("data")).expect("data dir") {
         let sub = sub.expect("entry").path();
+        if !sub.is_dir() {
+            continue;
+        }
         for f in std::fs::read_dir(&sub).expect("sub") {
             let p = f.expect("entry").path();
             if !p
