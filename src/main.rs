@@ -717,6 +717,15 @@ fn run_prune(cli: &Cli, repo: &IndexedRepository, pct: f64, dry_run: bool) -> Cl
             mb(rep.bytes_after)
         ),
     );
+    if rep.temporaries_removed > 0 {
+        say(
+            cli,
+            &format!(
+                "removed {} partial files left by interrupted writers",
+                rep.temporaries_removed
+            ),
+        );
+    }
     Ok(())
 }
 

@@ -343,11 +343,32 @@ fn kill_during_backup_leaves_a_valid_repository_and_the_next_backup_reuses_packs
             assert!(out["summary"]["bytes_stored"].as_u64().unwrap() < clean_bytes);
             reused_somewhere = true;
         }
+        // Prune removes the partial pack the kill left (if it landed
+        // mid-pack), and only that.
+        let partial = temporaries(&e.repo().join("data"));
+        eprintln!("run {i}: {partial} partial packs left");
+        let o = e.run(&["prune", "--json"]);
+        assert_eq!(o.status.code(), Some(0));
+        let pr: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(pr["temporaries_removed"].as_u64(), Some(partial), "run {i}");
+        assert_eq!(temporaries(&e.repo().join("data")), 0);
+        e.ok(&["check", "--read-data"]);
     }
     assert!(
         reused_somewhere,
         "at least one kill landed after a pack was written"
     );
+}
+
+/// Files under temporary names directly in `dir`.
+fn temporaries(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        })
+        .count() as u64
 }
 
 /// A repository with one backup of generated data, and its largest pack

@@ -276,6 +276,50 @@ impl Backend for LocalBackend {
         }))
     }
 
+    fn remove_temporaries(&self) -> Result<u64> {
+        let mut dirs = vec![self.root.clone()];
+        for k in FileKind::ALL {
+            if k != FileKind::Config {
+                dirs.push(self.root.join(k.dir()));
+            }
+        }
+        // Whole files were staged in `data/xx/` by earlier versions.
+        if let Ok(rd) = fs::read_dir(self.root.join("data")) {
+            for ent in rd.flatten() {
+                if ent.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(ent.path());
+                }
+            }
+        }
+        let mut removed = 0;
+        for dir in dirs {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&dir, e)),
+            };
+            let mut here = 0;
+            for ent in rd {
+                let ent = ent.map_err(|e| Error::io(&dir, e))?;
+                if ent.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+                    && ent.file_type().is_ok_and(|t| t.is_file())
+                {
+                    let p = ent.path();
+                    match fs::remove_file(&p) {
+                        Ok(()) => here += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(&p, e)),
+                    }
+                }
+            }
+            if here > 0 {
+                sync_dir(&dir)?;
+                removed += here;
+            }
+        }
+        Ok(removed)
+    }
+
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path(kind, name);
         if kind == FileKind::Pack {
@@ -383,5 +427,30 @@ mod tests {
         drop(up);
         assert_eq!(tmp_files(&data), 0);
         assert_eq!(b.list(FileKind::Pack).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn leftover_temporaries_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let b = LocalBackend::new(&repo);
+        b.create().unwrap();
+        b.write(FileKind::Pack, &"ab".repeat(32), b"pack").unwrap();
+        b.write(FileKind::Index, &"cd".repeat(32), b"index")
+            .unwrap();
+        // What killed writers leave: an upload in `data/`, a whole-file
+        // stage of an earlier version in `data/ab/`, an index file's.
+        let mut up = b.begin(FileKind::Pack).unwrap();
+        up.write(b"partial").unwrap();
+        std::mem::forget(up);
+        fs::write(repo.join("data/ab/.tmp-0011223344556677"), b"x").unwrap();
+        fs::write(repo.join("index/.tmp-8899aabbccddeeff"), b"y").unwrap();
+        assert_eq!(b.remove_temporaries().unwrap(), 3);
+        assert_eq!(tmp_files(&repo.join("data")), 0);
+        assert_eq!(tmp_files(&repo.join("data/ab")), 0);
+        assert_eq!(tmp_files(&repo.join("index")), 0);
+        assert_eq!(b.read(FileKind::Pack, &"ab".repeat(32)).unwrap(), b"pack");
+        assert_eq!(b.read(FileKind::Index, &"cd".repeat(32)).unwrap(), b"index");
+        assert_eq!(b.remove_temporaries().unwrap(), 0);
     }
 }

@@ -92,6 +92,12 @@ pub trait Backend: Send + Sync {
     /// pack, named by the hash of its bytes): see [`Upload`]. The pieces go
     /// to storage as they come, so no whole file waits in memory.
     fn begin(&self, kind: FileKind) -> Result<Box<dyn Upload>>;
+    /// Removes the files that writers which died left under temporary names
+    /// (a pack being filled when a backup was killed), and returns how many.
+    /// Only under an exclusive lock: a live writer's file would go too.
+    fn remove_temporaries(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Removes a file durably.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
 }

@@ -99,6 +99,9 @@ pub struct PruneReport {
     pub index_files_written: u64,
     /// Old index files removed.
     pub index_files_removed: u64,
+    /// Files left under temporary names by writers that were killed
+    /// (partial packs), removed.
+    pub temporaries_removed: u64,
     /// True when nothing was changed.
     pub dry_run: bool,
 }
@@ -201,6 +204,11 @@ pub fn prune(
     // 1. Adopt interrupted backups' packs (the session does it on start).
     let mut session = WriteSession::start(repo)?;
     rep.packs_adopted = session.adopted as u64;
+    // Partial packs of killed backups: never read, never listed, so never
+    // needed; the exclusive lock means no writer is alive to own them.
+    if !opts.dry_run {
+        rep.temporaries_removed = repo.backend().remove_temporaries()?;
+    }
 
     // 2. Mark.
     let cache_dir = repo
