@@ -295,7 +295,12 @@ pub struct WriteSession<'a> {
     repo: &'a IndexedRepository,
     writer: Mutex<PackWriter>,
     packers: [Mutex<Packer>; 2],
+    /// Blobs this session is storing whose index file is not in the cache
+    /// yet: two threads never store the same blob. Ids leave once the cache
+    /// lists them, so the set stays as small as the packs not yet indexed.
     pending: Mutex<HashSet<BlobId>>,
+    /// How many times ids left `pending` (see [`WriteSession::claim`]).
+    released: AtomicU64,
     index_files: Mutex<Vec<String>>,
     /// What this session added so far.
     pub stats: SessionStats,
@@ -341,6 +346,7 @@ impl<'a> WriteSession<'a> {
             writer: Mutex::new(PackWriter::start(Arc::clone(repo.backend()))?),
             packers: [BlobKind::Data, BlobKind::Tree].map(|k| Mutex::new(Packer::for_kind(k))),
             pending: Mutex::new(HashSet::new()),
+            released: AtomicU64::new(0),
             index_files: Mutex::new(Vec::new()),
             stats: SessionStats::default(),
             adopted: orphans_len,
@@ -364,10 +370,7 @@ impl<'a> WriteSession<'a> {
     /// As [`WriteSession::add_blob`] with the id already computed by the
     /// caller (it must be the keyed hash of `plaintext`).
     pub fn add_blob_with_id(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<bool> {
-        if self.repo.cache().contains(&id)? {
-            return Ok(false);
-        }
-        if !lock(&self.pending).insert(id) {
+        if !self.claim(id, || self.repo.cache().contains(&id))? {
             return Ok(false);
         }
         let sealed = pack::seal_blob(
@@ -378,6 +381,29 @@ impl<'a> WriteSession<'a> {
             self.repo.config().zstd_level,
         )?;
         self.store_new(&sealed)?;
+        Ok(true)
+    }
+
+    /// Claims `id` for this thread to store: false when the repository has
+    /// it (`known`) or another thread is storing it. An id that left
+    /// `pending` meanwhile (its index file reached the cache between the
+    /// lookup and the claim) is looked up again, so it is never stored twice.
+    fn claim(&self, id: BlobId, known: impl Fn() -> Result<bool>) -> Result<bool> {
+        let seen = self.released.load(Ordering::Acquire);
+        if known()? {
+            return Ok(false);
+        }
+        let recheck = {
+            let mut p = lock(&self.pending);
+            if !p.insert(id) {
+                return Ok(false);
+            }
+            self.released.load(Ordering::Acquire) != seen
+        };
+        if recheck && known()? {
+            lock(&self.pending).remove(&id);
+            return Ok(false);
+        }
         Ok(true)
     }
 
@@ -405,10 +431,7 @@ impl<'a> WriteSession<'a> {
         plaintext: &[u8],
         base_hint: Option<&BlobId>,
     ) -> Result<bool> {
-        if self.repo.has_usable(&id)? {
-            return Ok(false);
-        }
-        if !lock(&self.pending).insert(id) {
+        if !self.claim(id, || self.repo.has_usable(&id))? {
             return Ok(false);
         }
         let cfg = self.repo.config();
@@ -539,9 +562,16 @@ impl<'a> WriteSession<'a> {
         Ok(())
     }
 
+    /// Writes an index file for `packs` (the cache absorbs it), then lets
+    /// their blobs leave `pending`: the cache answers for them now.
     fn write_index(&self, packs: &[PackListing]) -> Result<()> {
         let id = self.repo.write_index_file(packs)?;
         lock(&self.index_files).push(id.to_hex());
+        let mut p = lock(&self.pending);
+        for b in packs.iter().flat_map(|pk| &pk.blobs) {
+            p.remove(&b.id);
+        }
+        self.released.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -621,4 +651,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Workers that panic abort the whole backup before commit, so a poisoned
     // guard is never used to commit; recovering it only lets errors surface.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::crypto::KdfParams;
+    use crate::repository::{InitOptions, Repository};
+
+    #[test]
+    fn ids_leave_pending_once_indexed_and_are_never_stored_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            kdf: KdfParams {
+                m_kib: 64,
+                t: 1,
+                p: 1,
+            },
+            pack_target: 1 << 16,
+            ..InitOptions::default()
+        };
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let repo = Repository::init(backend, b"pw", &opts)
+            .unwrap()
+            .open_index(dir.path())
+            .unwrap();
+        let mut session = WriteSession::start(&repo).unwrap();
+        let blob = |i: u64| crate::testutil::noise(40_000, 2 * i + 1);
+        let (first, new) = session.add_blob(BlobKind::Data, &blob(0)).unwrap();
+        assert!(new);
+        // Pending and not indexed: another add is refused by the set.
+        assert!(!session.add_blob(BlobKind::Data, &blob(0)).unwrap().1);
+        assert!(!repo.cache().contains(&first).unwrap());
+        for i in 1..40 {
+            assert!(session.add_blob(BlobKind::Data, &blob(i)).unwrap().1);
+        }
+        session.flush().unwrap();
+        assert!(!session.index_files_written().is_empty());
+        assert!(repo.cache().contains(&first).unwrap());
+        assert!(
+            lock(&session.pending).is_empty(),
+            "indexed blobs leave the set"
+        );
+        // Now the cache refuses it.
+        assert!(!session.add_blob(BlobKind::Data, &blob(0)).unwrap().1);
+        assert_eq!(session.stats.blobs_added.load(Ordering::Relaxed), 40);
+    }
 }

@@ -149,6 +149,10 @@ impl Walk<'_> {
     }
 }
 
+/// Chunks of a file laid out and decoded at a time: about 64 MiB of
+/// default chunks, plenty for both cores, and a bounded layout.
+const RESTORE_WINDOW: usize = 1024;
+
 fn write_file(repo: &IndexedRepository, job: &FileJob, progress: &dyn Progress) -> Result<u64> {
     let NodeKind::File { chunks } = &job.node.kind else {
         return Ok(0);
@@ -160,21 +164,6 @@ fn write_file(repo: &IndexedRepository, job: &FileJob, progress: &dyn Progress) 
         },
         other => other,
     };
-    // Where each chunk goes: the file is laid out from the index first, so
-    // its chunks can be decoded and written in parallel, each at its offset.
-    let mut locs = Vec::with_capacity(chunks.len());
-    let mut total = 0u64;
-    for c in chunks {
-        let loc = repo.locate(c).map_err(in_file)?;
-        if loc.entry.kind != BlobKind::Data {
-            return Err(in_file(Error::corrupt(
-                format!("blob {c}"),
-                format!("is a {} blob, expected data", loc.entry.kind.name()),
-            )));
-        }
-        locs.push((total, loc));
-        total += u64::from(loc.entry.raw_length);
-    }
     // Replace, never write through, whatever is at the path (it may be a
     // symlink pointing outside the target).
     let _ = fs::remove_file(&job.path);
@@ -183,15 +172,40 @@ fn write_file(repo: &IndexedRepository, job: &FileJob, progress: &dyn Progress) 
         .create_new(true)
         .open(&job.path)
         .map_err(|e| Error::io(&job.path, e))?;
-    f.set_len(total).map_err(|e| Error::io(&job.path, e))?;
-    locs.par_iter().try_for_each(|(off, loc)| {
-        check_interrupt()?;
-        let data = repo.read_blob_at(loc).map_err(in_file)?;
-        f.write_all_at(&data, *off)
-            .map_err(|e| Error::io(&job.path, e))?;
-        progress.inc(data.len() as u64);
-        Ok::<(), Error>(())
-    })?;
+    f.set_len(job.node.size)
+        .map_err(|e| Error::io(&job.path, e))?;
+    // A window of chunks at a time is laid out from the index (so memory
+    // does not grow with the file), then decoded and written in parallel,
+    // each chunk at its offset.
+    let mut total = 0u64;
+    let mut locs = Vec::with_capacity(RESTORE_WINDOW.min(chunks.len()));
+    for window in chunks.chunks(RESTORE_WINDOW) {
+        locs.clear();
+        for c in window {
+            let loc = repo.locate(c).map_err(in_file)?;
+            if loc.entry.kind != BlobKind::Data {
+                return Err(in_file(Error::corrupt(
+                    format!("blob {c}"),
+                    format!("is a {} blob, expected data", loc.entry.kind.name()),
+                )));
+            }
+            locs.push((total, loc));
+            total += u64::from(loc.entry.raw_length);
+        }
+        locs.par_iter().try_for_each(|(off, loc)| {
+            check_interrupt()?;
+            let data = repo.read_blob_at(loc).map_err(in_file)?;
+            f.write_all_at(&data, *off)
+                .map_err(|e| Error::io(&job.path, e))?;
+            progress.inc(data.len() as u64);
+            Ok::<(), Error>(())
+        })?;
+    }
+    // The chunks are the content: a size recorded otherwise (by a writer
+    // that did not keep them equal) does not pad or cut the file.
+    if total != job.node.size {
+        f.set_len(total).map_err(|e| Error::io(&job.path, e))?;
+    }
     drop(f);
     // Times before mode: a mode without read permission would stop a
     // non-root user from opening the file again to set its time.
