@@ -343,15 +343,15 @@ fn kill_during_backup_leaves_a_valid_repository_and_the_next_backup_reuses_packs
             assert!(out["summary"]["bytes_stored"].as_u64().unwrap() < clean_bytes);
             reused_somewhere = true;
         }
-        // Prune removes the partial pack the kill left (if it landed
-        // mid-pack), and only that.
-        let partial = temporaries(&e.repo().join("data"));
-        eprintln!("run {i}: {partial} partial packs left");
+        // Prune removes the partial files the kill left (a pack being
+        // filled, an index file being written), and only those.
+        let partial = temporaries(&e.repo());
+        eprintln!("run {i}: {partial} partial files left");
         let o = e.run(&["prune", "--json"]);
         assert_eq!(o.status.code(), Some(0));
         let pr: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(pr["temporaries_removed"].as_u64(), Some(partial), "run {i}");
-        assert_eq!(temporaries(&e.repo().join("data")), 0);
+        assert_eq!(temporaries(&e.repo()), 0);
         e.ok(&["check", "--read-data"]);
     }
     assert!(
@@ -360,15 +360,20 @@ fn kill_during_backup_leaves_a_valid_repository_and_the_next_backup_reuses_packs
     );
 }
 
-/// Files under temporary names directly in `dir`.
-fn temporaries(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
-        })
-        .count() as u64
+/// Files under temporary names anywhere in repository `repo`.
+fn temporaries(repo: &std::path::Path) -> u64 {
+    let mut n = 0;
+    let mut dirs = vec![repo.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// A repository with one backup of generated data, and its largest pack

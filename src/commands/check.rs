@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::backend::FileKind;
 use crate::commands::{check_interrupt, Progress};
 use crate::error::{Error, Result};
+use crate::format::indexfile::PackListing;
 use crate::format::pack::{self, BlobEntry, DeltaRef};
 use crate::format::tree::{NodeKind, Tree};
 use crate::format::BlobKind;
@@ -67,6 +68,155 @@ impl CheckReport {
 /// Where check's own reading of the index files puts a blob.
 type Loc = crate::index::Location;
 
+/// Index files read and absorbed at a time (in parallel, up to 50,000
+/// entries each): only their entries, compacted, are kept.
+const INDEX_FILES_AT_ONCE: usize = 4;
+
+/// One blob entry of check's index: the entry and the number of its pack.
+struct Slot {
+    entry: BlobEntry,
+    pack: u32,
+}
+
+/// Check's own reading of the index files, compact: one sorted array of
+/// entries (about 84 bytes a blob, looked up by binary search) where a hash
+/// map of locations took three times that, plus the pack order.
+#[derive(Default)]
+struct CheckIndex {
+    packs: Vec<PackId>,
+    pack_no: HashMap<PackId, u32>,
+    /// The canonical entry of every blob, sorted by id (after `finish`).
+    slots: Vec<Slot>,
+    /// Ordinals into `slots`, sorted by pack and offset.
+    by_pack: Vec<u32>,
+    /// Range of each pack's canonical entries in `by_pack`.
+    pack_ranges: HashMap<u32, (usize, usize)>,
+}
+
+impl CheckIndex {
+    fn add(&mut self, packs: &[PackListing]) {
+        for p in packs {
+            let next = self.packs.len() as u32;
+            let no = *self.pack_no.entry(p.id).or_insert(next);
+            if no == next {
+                self.packs.push(p.id);
+            }
+            self.slots.extend(p.blobs.iter().map(|e| Slot {
+                entry: *e,
+                pack: no,
+            }));
+        }
+    }
+
+    /// Keeps one entry per blob, as the cache does: of two copies, the one
+    /// with the shorter delta chain (the one readers use; the later one
+    /// listed at equal depth); then orders the packs' entries.
+    fn finish(&mut self) {
+        // Stable: entries of one id and depth stay in the order listed.
+        self.slots.sort_by(|a, b| {
+            (a.entry.id, a.entry.chain_depth()).cmp(&(b.entry.id, b.entry.chain_depth()))
+        });
+        // Compacted in place: a second array would double the peak.
+        let slots = &mut self.slots;
+        let mut kept = 0;
+        for r in 0..slots.len() {
+            if kept > 0 && slots[kept - 1].entry.id == slots[r].entry.id {
+                if slots[r].entry.chain_depth() == slots[kept - 1].entry.chain_depth() {
+                    slots.swap(kept - 1, r);
+                }
+                continue;
+            }
+            slots.swap(kept, r);
+            kept += 1;
+        }
+        slots.truncate(kept);
+        slots.shrink_to_fit();
+        let mut order: Vec<u32> = (0..self.slots.len() as u32).collect();
+        order.sort_by_key(|&i| {
+            let s = &self.slots[i as usize];
+            (s.pack, s.entry.offset)
+        });
+        let mut start = 0;
+        while start < order.len() {
+            let pack = self.slots[order[start] as usize].pack;
+            let mut end = start;
+            while end < order.len() && self.slots[order[end] as usize].pack == pack {
+                end += 1;
+            }
+            self.pack_ranges.insert(pack, (start, end));
+            start = end;
+        }
+        self.by_pack = order;
+    }
+
+    fn loc(&self, s: &Slot) -> Loc {
+        Loc {
+            pack: self.packs[s.pack as usize],
+            entry: s.entry,
+        }
+    }
+
+    /// The position of `id` among the blobs.
+    fn ordinal(&self, id: &BlobId) -> Option<usize> {
+        self.slots.binary_search_by(|s| s.entry.id.cmp(id)).ok()
+    }
+
+    fn get(&self, id: &BlobId) -> Option<Loc> {
+        self.ordinal(id).map(|i| self.loc(&self.slots[i]))
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn blobs(&self) -> impl Iterator<Item = Loc> + '_ {
+        self.slots.iter().map(|s| self.loc(s))
+    }
+
+    /// The blobs whose canonical copy is in pack `pid`, in offset order.
+    fn canonical_in_pack(&self, pid: &PackId) -> Vec<Loc> {
+        let Some(no) = self.pack_no.get(pid) else {
+            return Vec::new();
+        };
+        match self.pack_ranges.get(no) {
+            Some(&(a, b)) => self.by_pack[a..b]
+                .iter()
+                .map(|&i| self.loc(&self.slots[i as usize]))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Blobs seen by the tree walk: a bit per indexed blob, and a set for ids
+/// no index file lists (reported as missing).
+struct Seen {
+    bits: Vec<u64>,
+    unknown: HashSet<BlobId>,
+}
+
+impl Seen {
+    fn new(n: usize) -> Self {
+        Seen {
+            bits: vec![0; n.div_ceil(64)],
+            unknown: HashSet::new(),
+        }
+    }
+
+    /// Marks `id`; true when it was not marked yet.
+    fn insert(&mut self, index: &CheckIndex, id: &BlobId) -> bool {
+        match index.ordinal(id) {
+            Some(i) => {
+                let (w, b) = (i / 64, 1u64 << (i % 64));
+                let new = self.bits[w] & b == 0;
+                self.bits[w] |= b;
+                new
+            }
+            None => self.unknown.insert(*id),
+        }
+    }
+}
+
 fn read_blob(repo: &IndexedRepository, loc: &Loc) -> Result<Vec<u8>> {
     let sealed = repo.read_sealed(loc)?;
     pack::open_blob(repo.keys(), &loc.entry, &sealed, &loc.pack, None)
@@ -106,14 +256,21 @@ impl BaseCache {
 /// (the cache is not trusted) and a cache of decoded bases.
 struct Opener<'a> {
     repo: &'a IndexedRepository,
-    index: &'a HashMap<BlobId, Loc>,
+    index: &'a CheckIndex,
     bases: BaseCache,
-    /// Blobs that reading a pack only authenticates: deltas and their bases,
-    /// decoded afterwards chain by chain (reading every pack).
-    deferred: HashSet<BlobId>,
+    /// Which delta is built on which blob.
+    children: &'a HashMap<BlobId, Vec<BlobId>>,
+    /// Every pack is read: deltas and their bases are only authenticated
+    /// while reading packs, and decoded afterwards chain by chain.
+    all: bool,
 }
 
 impl Opener<'_> {
+    /// Whether reading a pack only authenticates this blob (see `all`).
+    fn deferred(&self, entry: &BlobEntry) -> bool {
+        self.all && (entry.delta.is_some() || self.children.contains_key(&entry.id))
+    }
+
     /// Opens the blob at `loc` from its sealed bytes, decoding the bases of
     /// a delta first (each verified against its own id).
     fn open(&self, loc: &Loc, sealed: &[u8]) -> Result<Vec<u8>> {
@@ -136,8 +293,8 @@ impl Opener<'_> {
         }
         let loc = chain_step(self.index, id, d)
             .map_err(|m| Error::corrupt(format!("delta blob {id}"), m))?;
-        let sealed = self.repo.read_sealed(loc)?;
-        let plain = Arc::new(self.open(loc, &sealed).map_err(|e| {
+        let sealed = self.repo.read_sealed(&loc)?;
+        let plain = Arc::new(self.open(&loc, &sealed).map_err(|e| {
             Error::corrupt(
                 format!("delta blob {id}"),
                 format!("its base {} is unreadable: {e}", d.base),
@@ -154,7 +311,6 @@ impl Opener<'_> {
 /// bases for every blob built on them.
 struct Chains<'a> {
     opener: &'a Opener<'a>,
-    children: &'a HashMap<BlobId, Vec<BlobId>>,
     missing_packs: &'a HashSet<PackId>,
     damaged: &'a HashMap<BlobId, String>,
 }
@@ -162,65 +318,63 @@ struct Chains<'a> {
 impl Chains<'_> {
     /// Problems found: (blob, message) for every blob that does not decode
     /// and every blob built on one.
-    fn verify_all(&self) -> Vec<(BlobId, String)> {
+    fn verify_all(&self) -> Result<Vec<(BlobId, String)>> {
         let index = self.opener.index;
-        let mut roots: Vec<BlobId> = self
-            .children
-            .keys()
-            .filter(|b| index.get(*b).is_some_and(|l| l.entry.delta.is_none()))
-            .copied()
-            .collect();
+        let mut roots: Vec<BlobId> = Vec::new();
+        for b in self.opener.children.keys() {
+            if index.get(b).is_some_and(|l| l.entry.delta.is_none()) {
+                roots.push(*b);
+            }
+        }
         roots.sort();
         let mut out: Vec<(BlobId, String)> = roots
             .par_iter()
             .map(|r| {
                 let mut out = Vec::new();
-                self.verify(r, None, &mut out);
-                out
+                self.verify(r, None, &mut out)?;
+                Ok(out)
             })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
             .flatten()
             .collect();
         // Deltas no root reaches: a base missing, or depths that do not
         // step down by one.
-        let mut orphans: Vec<&Loc> = index
-            .values()
-            .filter(|l| l.entry.delta.is_some())
-            .filter(|l| {
-                let mut cur = *l;
-                while let Some(d) = &cur.entry.delta {
-                    match chain_step(index, &cur.entry.id, d) {
-                        Ok(b) => cur = b,
-                        Err(_) => return true,
-                    }
-                }
-                false
-            })
-            .collect();
-        orphans.sort_by_key(|l| l.entry.id);
-        for l in orphans {
+        let mut orphans: Vec<(Loc, String)> = Vec::new();
+        for l in index.blobs().filter(|l| l.entry.delta.is_some()) {
             let mut cur = l;
-            while let Some(d) = &cur.entry.delta {
-                match chain_step(index, &cur.entry.id, d) {
+            while let Some(d) = cur.entry.delta {
+                match chain_step(index, &cur.entry.id, &d) {
                     Ok(b) => cur = b,
                     Err(m) => {
-                        out.push((
-                            l.entry.id,
-                            format!(
-                                "pack {}: data blob {} at offset {}: cannot be decoded: {m}",
-                                l.pack, l.entry.id, l.entry.offset
-                            ),
-                        ));
+                        orphans.push((l, m));
                         break;
                     }
                 }
             }
         }
-        out
+        orphans.sort_by_key(|(l, _)| l.entry.id);
+        for (l, m) in orphans {
+            out.push((
+                l.entry.id,
+                format!(
+                    "pack {}: data blob {} at offset {}: cannot be decoded: {m}",
+                    l.pack, l.entry.id, l.entry.offset
+                ),
+            ));
+        }
+        Ok(out)
     }
 
-    fn verify(&self, id: &BlobId, base: Option<&[u8]>, out: &mut Vec<(BlobId, String)>) {
-        let Some(loc) = self.opener.index.get(id) else {
-            return;
+    fn verify(
+        &self,
+        id: &BlobId,
+        base: Option<&[u8]>,
+        out: &mut Vec<(BlobId, String)>,
+    ) -> Result<()> {
+        let index = self.opener.index;
+        let Some(loc) = index.get(id) else {
+            return Ok(());
         };
         let plain = if self.missing_packs.contains(&loc.pack) {
             Err(format!("is in missing or truncated pack {}", loc.pack))
@@ -228,7 +382,7 @@ impl Chains<'_> {
             Err("is damaged".to_string())
         } else {
             let repo = self.opener.repo;
-            repo.read_sealed(loc)
+            repo.read_sealed(&loc)
                 .and_then(|sealed| {
                     pack::open_blob(repo.keys(), &loc.entry, &sealed, &loc.pack, base)
                 })
@@ -242,25 +396,38 @@ impl Chains<'_> {
                 })
         };
         let depth = loc.entry.delta.map_or(0, |d| d.depth);
-        for c in self.children.get(id).map(Vec::as_slice).unwrap_or(&[]) {
-            let Some(cl) = self.opener.index.get(c) else {
+        for c in self
+            .opener
+            .children
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let Some(cl) = index.get(c) else {
                 continue;
             };
             if cl.entry.delta.map(|d| d.depth) != Some(depth + 1) {
                 continue; // reported as an orphan chain
             }
             match &plain {
-                Ok(p) => self.verify(c, Some(p), out),
-                Err(why) => self.fail(c, id, why, out),
+                Ok(p) => self.verify(c, Some(p), out)?,
+                Err(why) => self.fail(c, id, why, out)?,
             }
         }
+        Ok(())
     }
 
     /// Reports `id` and everything built on it as undecodable because its
     /// base `base` `why`.
-    fn fail(&self, id: &BlobId, base: &BlobId, why: &str, out: &mut Vec<(BlobId, String)>) {
+    fn fail(
+        &self,
+        id: &BlobId,
+        base: &BlobId,
+        why: &str,
+        out: &mut Vec<(BlobId, String)>,
+    ) -> Result<()> {
         let Some(loc) = self.opener.index.get(id) else {
-            return;
+            return Ok(());
         };
         out.push((
             *id,
@@ -269,19 +436,22 @@ impl Chains<'_> {
                 loc.pack, loc.entry.offset
             ),
         ));
-        for c in self.children.get(id).map(Vec::as_slice).unwrap_or(&[]) {
-            self.fail(c, id, "is unreadable", out);
+        for c in self
+            .opener
+            .children
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            self.fail(c, id, "is unreadable", out)?;
         }
+        Ok(())
     }
 }
 
 /// One step down a delta chain in check's own index: the base of `id`'s
 /// delta `d`, which must be a data blob one level shallower.
-fn chain_step<'a>(
-    index: &'a HashMap<BlobId, Loc>,
-    id: &BlobId,
-    d: &DeltaRef,
-) -> std::result::Result<&'a Loc, String> {
+fn chain_step(index: &CheckIndex, id: &BlobId, d: &DeltaRef) -> std::result::Result<Loc, String> {
     let loc = index.get(&d.base).ok_or_else(|| {
         format!(
             "base {} of delta blob {id} is missing (not in any index file)",
@@ -307,9 +477,10 @@ pub fn check(
 ) -> Result<CheckReport> {
     let mut rep = CheckReport::default();
 
-    // 1. Index files, read directly from the repository.
+    // 1. Index files, read directly from the repository (the local cache
+    // is not trusted), a few at a time, kept compact.
     progress.message("index files");
-    let mut index: HashMap<BlobId, Loc> = HashMap::new();
+    let mut index = CheckIndex::default();
     let mut pack_len: HashMap<PackId, u64> = HashMap::new();
     let names: Vec<String> = repo
         .backend()
@@ -317,37 +488,27 @@ pub fn check(
         .into_iter()
         .map(|l| l.name)
         .collect();
-    let loaded: Vec<(String, Result<_>)> = names
-        .par_iter()
-        .map(|n| (n.clone(), repo.read_index_file(n)))
-        .collect();
-    for (name, r) in loaded {
-        match r {
-            Ok(packs) => {
-                for p in packs {
-                    pack_len.insert(p.id, p.length);
-                    for e in p.blobs {
-                        // As the cache does: of two copies, the one with
-                        // the shorter delta chain is the one readers use.
-                        if index
-                            .get(&e.id)
-                            .is_some_and(|old| old.entry.chain_depth() < e.chain_depth())
-                        {
-                            continue;
-                        }
-                        index.insert(
-                            e.id,
-                            Loc {
-                                pack: p.id,
-                                entry: e,
-                            },
-                        );
+    for group in names.chunks(INDEX_FILES_AT_ONCE) {
+        check_interrupt()?;
+        let loaded: Vec<(&String, Result<_>)> = group
+            .par_iter()
+            .map(|n| (n, repo.read_index_file(n)))
+            .collect();
+        for (name, r) in loaded {
+            match r {
+                Ok(packs) => {
+                    for p in &packs {
+                        pack_len.insert(p.id, p.length);
                     }
+                    index.add(&packs);
                 }
+                Err(e) => rep.errors.push(format!("index file {name}: {e}")),
             }
-            Err(e) => rep.errors.push(format!("index file {name}: {e}")),
         }
     }
+
+    index.finish();
+    let index = &index;
 
     // 2. Packs: every indexed pack present with its length.
     progress.message("packs");
@@ -407,47 +568,31 @@ pub fn check(
         }
         progress.message("reading packs");
         progress.set_total(packs.iter().map(|(_, l)| *l).sum());
-        let by_pack: HashMap<PackId, Vec<&Loc>> =
-            index.values().fold(HashMap::new(), |mut m, l| {
-                m.entry(l.pack).or_default().push(l);
-                m
-            });
         let bytes = AtomicU64::new(0);
-        // Which delta is built on which blob, for decoding chains root first.
+        // Which delta is built on which blob, for decoding chains root
+        // first (deltas only).
         let mut children: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
-        for l in index.values() {
+        for l in index.blobs() {
             if let Some(d) = &l.entry.delta {
                 children.entry(d.base).or_default().push(l.entry.id);
             }
         }
         let all = read_data == ReadData::All;
-        let deferred: HashSet<BlobId> = if all {
-            index
-                .values()
-                .filter(|l| l.entry.delta.is_some() || children.contains_key(&l.entry.id))
-                .map(|l| l.entry.id)
-                .collect()
-        } else {
-            HashSet::new()
-        };
         let opener = Opener {
             repo,
-            index: &index,
+            index,
             bases: BaseCache {
                 map: Mutex::new(HashMap::new()),
                 bytes: AtomicU64::new(0),
             },
-            deferred,
+            children: &children,
+            all,
         };
         let results: Vec<Vec<(Option<BlobId>, String)>> = packs
             .par_iter()
             .map(|(pid, _)| {
                 check_interrupt()?;
-                let r = read_pack(
-                    &opener,
-                    pid,
-                    by_pack.get(pid).map(Vec::as_slice).unwrap_or(&[]),
-                );
+                let r = read_pack(&opener, pid, &index.canonical_in_pack(pid));
                 if let Ok(n) = repo.backend().size(FileKind::Pack, &pid.to_hex()) {
                     bytes.fetch_add(n, Ordering::Relaxed);
                     progress.inc(n);
@@ -467,11 +612,10 @@ pub fn check(
             progress.message("decoding deltas");
             let chains = Chains {
                 opener: &opener,
-                children: &children,
                 missing_packs: &missing_packs,
                 damaged: &damaged,
             };
-            for (blob, msg) in chains.verify_all() {
+            for (blob, msg) in chains.verify_all()? {
                 rep.errors.push(msg.clone());
                 damaged.insert(blob, msg);
             }
@@ -494,34 +638,39 @@ pub fn check(
     }
     snaps.sort_by_key(|(_, s)| s.time);
     rep.snapshots = snaps.len() as u64;
-    let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    let mut seen_data: HashSet<BlobId> = HashSet::new();
+    let mut seen_trees = Seen::new(index.len());
+    let mut seen_data = Seen::new(index.len());
     let mut bad_trees: HashMap<BlobId, String> = HashMap::new();
     let mut tainted: HashSet<BlobId> = HashSet::new();
+    let mut w = TreeWalk {
+        repo,
+        index,
+        missing_packs: &missing_packs,
+        damaged: &damaged,
+        seen_trees: &mut seen_trees,
+        seen_data: &mut seen_data,
+        trees: 0,
+        data_blobs: 0,
+        bad_trees: &mut bad_trees,
+        tainted: &mut tainted,
+        errors: &mut rep.errors,
+        snapshot: FileId([0; 32]),
+    };
     for (sid, s) in &snaps {
         check_interrupt()?;
-        let mut w = TreeWalk {
-            repo,
-            index: &index,
-            missing_packs: &missing_packs,
-            damaged: &damaged,
-            seen_trees: &mut seen_trees,
-            seen_data: &mut seen_data,
-            bad_trees: &mut bad_trees,
-            tainted: &mut tainted,
-            errors: &mut rep.errors,
-            snapshot: *sid,
-        };
+        w.snapshot = *sid;
         w.walk(&s.tree, "/")?;
     }
-    rep.trees = seen_trees.len() as u64;
-    rep.data_blobs = seen_data.len() as u64;
+    let (trees, data_blobs) = (w.trees, w.data_blobs);
+    rep.trees = trees;
+    rep.data_blobs = data_blobs;
     Ok(rep)
 }
 
 /// Reads one pack in full; returns one message per problem (with the blob
-/// it concerns, when there is one).
-fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[&Loc]) -> Vec<(Option<BlobId>, String)> {
+/// it concerns, when there is one). `indexed`: the blobs whose canonical
+/// copy is in this pack.
+fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> Vec<(Option<BlobId>, String)> {
     let repo = opener.repo;
     let mut out = Vec::new();
     let name = pid.to_hex();
@@ -565,7 +714,7 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[&Loc]) -> Vec<(Option
     for l in indexed {
         let (o, n) = (l.entry.offset as usize, l.entry.length as usize);
         let r = match bytes.get(o..o.saturating_add(n)) {
-            Some(s) if opener.deferred.contains(&l.entry.id) => {
+            Some(s) if opener.deferred(&l.entry) => {
                 pack::authenticate_blob(repo.keys(), &l.entry, s, pid)
             }
             Some(s) => opener.open(l, s).map(|_| ()),
@@ -591,11 +740,14 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[&Loc]) -> Vec<(Option
 
 struct TreeWalk<'a> {
     repo: &'a IndexedRepository,
-    index: &'a HashMap<BlobId, Loc>,
+    index: &'a CheckIndex,
     missing_packs: &'a HashSet<PackId>,
     damaged: &'a HashMap<BlobId, String>,
-    seen_trees: &'a mut HashSet<BlobId>,
-    seen_data: &'a mut HashSet<BlobId>,
+    seen_trees: &'a mut Seen,
+    seen_data: &'a mut Seen,
+    /// Distinct trees and data blobs seen.
+    trees: u64,
+    data_blobs: u64,
     bad_trees: &'a mut HashMap<BlobId, String>,
     tainted: &'a mut HashSet<BlobId>,
     errors: &'a mut Vec<String>,
@@ -618,11 +770,13 @@ impl TreeWalk<'_> {
             self.err(path, m);
             return Ok(true);
         }
-        let first = self.seen_trees.insert(*tree);
-        if !first && !self.tainted.contains(tree) {
+        let first = self.seen_trees.insert(self.index, tree);
+        if first {
+            self.trees += 1;
+        } else if !self.tainted.contains(tree) {
             return Ok(false);
         }
-        let t = match self.load(tree) {
+        let t = match self.load(tree)? {
             Ok(t) => t,
             Err(m) => {
                 self.bad_trees.insert(*tree, m.clone());
@@ -637,7 +791,9 @@ impl TreeWalk<'_> {
                 NodeKind::Dir { tree } => bad |= self.walk(tree, &format!("{child}/"))?,
                 NodeKind::File { chunks } => {
                     for c in chunks {
-                        self.seen_data.insert(*c);
+                        if self.seen_data.insert(self.index, c) {
+                            self.data_blobs += 1;
+                        }
                         let problem = match self.index.get(c) {
                             None => {
                                 Some(format!("data blob {c} is missing (not in any index file)"))
@@ -652,7 +808,7 @@ impl TreeWalk<'_> {
                             )),
                             Some(l) => match self.damaged.get(c) {
                                 Some(m) => Some(format!("data blob {c} is damaged: {m}")),
-                                None => self.chain_problem(c, l),
+                                None => self.chain_problem(c, l)?,
                             },
                         };
                         if let Some(p) = problem {
@@ -673,47 +829,109 @@ impl TreeWalk<'_> {
     /// The first problem down the delta chain of data blob `c`: a base
     /// missing, inconsistent, in a lost pack, or found damaged. Every blob
     /// built on a damaged base is damaged with it.
-    fn chain_problem<'s>(&'s self, c: &BlobId, mut loc: &'s Loc) -> Option<String> {
-        while let Some(d) = &loc.entry.delta {
+    fn chain_problem(&self, c: &BlobId, mut loc: Loc) -> Result<Option<String>> {
+        while let Some(d) = loc.entry.delta {
             let id = loc.entry.id;
-            loc = match chain_step(self.index, &id, d) {
+            loc = match chain_step(self.index, &id, &d) {
                 Ok(l) => l,
-                Err(m) => return Some(format!("data blob {c} cannot be decoded: {m}")),
+                Err(m) => return Ok(Some(format!("data blob {c} cannot be decoded: {m}"))),
             };
             if self.missing_packs.contains(&loc.pack) {
-                return Some(format!(
+                return Ok(Some(format!(
                     "data blob {c} depends on base {} in missing or truncated pack {}",
                     d.base, loc.pack
-                ));
+                )));
             }
             if let Some(m) = self.damaged.get(&d.base) {
-                return Some(format!(
+                return Ok(Some(format!(
                     "data blob {c} depends on damaged base {}: {m}",
                     d.base
-                ));
+                )));
             }
         }
-        None
+        Ok(None)
     }
 
-    fn load(&self, id: &BlobId) -> std::result::Result<Tree, String> {
-        let loc = self
-            .index
-            .get(id)
-            .ok_or_else(|| format!("tree {id} is missing (not in any index file)"))?;
+    /// The tree `id`, or why it cannot be read.
+    fn load(&self, id: &BlobId) -> Result<std::result::Result<Tree, String>> {
+        let Some(loc) = self.index.get(id) else {
+            return Ok(Err(format!("tree {id} is missing (not in any index file)")));
+        };
         if loc.entry.kind != BlobKind::Tree {
-            return Err(format!(
+            return Ok(Err(format!(
                 "blob {id} is a {} blob, expected a tree",
                 loc.entry.kind.name()
-            ));
+            )));
         }
         if self.missing_packs.contains(&loc.pack) {
-            return Err(format!(
+            return Ok(Err(format!(
                 "tree {id} is in missing or truncated pack {}",
                 loc.pack
-            ));
+            )));
         }
-        let body = read_blob(self.repo, loc).map_err(|e| format!("tree {id}: {e}"))?;
-        Tree::decode(&body, &format!("tree {id}")).map_err(|e| e.to_string())
+        Ok(read_blob(self.repo, &loc)
+            .map_err(|e| format!("tree {id}: {e}"))
+            .and_then(|body| Tree::decode(&body, &format!("tree {id}")).map_err(|e| e.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::DeltaRef;
+
+    fn entry(id: u8, offset: u32, depth: u8) -> BlobEntry {
+        BlobEntry {
+            kind: BlobKind::Data,
+            id: BlobId([id; 32]),
+            offset,
+            length: 10,
+            raw_length: 10,
+            delta: (depth > 0).then_some(DeltaRef {
+                base: BlobId([200; 32]),
+                depth,
+            }),
+        }
+    }
+
+    fn listing(pack: u8, blobs: Vec<BlobEntry>) -> PackListing {
+        PackListing {
+            id: FileId([pack; 32]),
+            length: 1000,
+            blobs,
+        }
+    }
+
+    #[test]
+    fn the_index_keeps_the_shorter_chain_and_orders_packs() {
+        let mut ix = CheckIndex::default();
+        // Blob 1: a delta in pack A, whole in pack B (B wins). Blob 2: the
+        // same depth in A then C (the later one wins). Blob 3 only in A.
+        ix.add(&[listing(
+            0xa,
+            vec![entry(3, 300, 0), entry(1, 100, 2), entry(2, 200, 1)],
+        )]);
+        ix.add(&[listing(0xb, vec![entry(1, 50, 0)])]);
+        ix.add(&[listing(0xc, vec![entry(2, 70, 1)])]);
+        ix.finish();
+        assert_eq!(ix.len(), 3);
+        let l1 = ix.get(&BlobId([1; 32])).unwrap();
+        assert_eq!((l1.pack, l1.entry.offset), (FileId([0xb; 32]), 50));
+        let l2 = ix.get(&BlobId([2; 32])).unwrap();
+        assert_eq!((l2.pack, l2.entry.offset), (FileId([0xc; 32]), 70));
+        assert!(ix.get(&BlobId([9; 32])).is_none());
+        let a: Vec<u32> = ix
+            .canonical_in_pack(&FileId([0xa; 32]))
+            .iter()
+            .map(|l| l.entry.offset)
+            .collect();
+        assert_eq!(a, vec![300], "only blob 3's canonical copy is in A");
+        assert_eq!(ix.canonical_in_pack(&FileId([0xb; 32])).len(), 1);
+        assert!(ix.canonical_in_pack(&FileId([0xd; 32])).is_empty());
+        let mut seen = Seen::new(ix.len());
+        assert!(seen.insert(&ix, &BlobId([2; 32])));
+        assert!(!seen.insert(&ix, &BlobId([2; 32])));
+        assert!(seen.insert(&ix, &BlobId([9; 32])));
+        assert!(!seen.insert(&ix, &BlobId([9; 32])));
     }
 }
