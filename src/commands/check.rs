@@ -266,6 +266,11 @@ struct Opener<'a> {
 }
 
 impl Opener<'_> {
+    /// The deltas built on `id`.
+    fn children_of(&self, id: &BlobId) -> &[BlobId] {
+        self.children.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     /// Whether reading a pack only authenticates this blob (see `all`).
     fn deferred(&self, entry: &BlobEntry) -> bool {
         self.all && (entry.delta.is_some() || self.children.contains_key(&entry.id))
@@ -318,7 +323,7 @@ struct Chains<'a> {
 impl Chains<'_> {
     /// Problems found: (blob, message) for every blob that does not decode
     /// and every blob built on one.
-    fn verify_all(&self) -> Result<Vec<(BlobId, String)>> {
+    fn verify_all(&self) -> Vec<(BlobId, String)> {
         let index = self.opener.index;
         let mut roots: Vec<BlobId> = Vec::new();
         for b in self.opener.children.keys() {
@@ -331,11 +336,9 @@ impl Chains<'_> {
             .par_iter()
             .map(|r| {
                 let mut out = Vec::new();
-                self.verify(r, None, &mut out)?;
-                Ok(out)
+                self.verify(r, None, &mut out);
+                out
             })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
             .flatten()
             .collect();
         // Deltas no root reaches: a base missing, or depths that do not
@@ -363,18 +366,13 @@ impl Chains<'_> {
                 ),
             ));
         }
-        Ok(out)
+        out
     }
 
-    fn verify(
-        &self,
-        id: &BlobId,
-        base: Option<&[u8]>,
-        out: &mut Vec<(BlobId, String)>,
-    ) -> Result<()> {
+    fn verify(&self, id: &BlobId, base: Option<&[u8]>, out: &mut Vec<(BlobId, String)>) {
         let index = self.opener.index;
         let Some(loc) = index.get(id) else {
-            return Ok(());
+            return;
         };
         let plain = if self.missing_packs.contains(&loc.pack) {
             Err(format!("is in missing or truncated pack {}", loc.pack))
@@ -396,13 +394,7 @@ impl Chains<'_> {
                 })
         };
         let depth = loc.entry.delta.map_or(0, |d| d.depth);
-        for c in self
-            .opener
-            .children
-            .get(id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
+        for c in self.opener.children_of(id) {
             let Some(cl) = index.get(c) else {
                 continue;
             };
@@ -410,24 +402,17 @@ impl Chains<'_> {
                 continue; // reported as an orphan chain
             }
             match &plain {
-                Ok(p) => self.verify(c, Some(p), out)?,
-                Err(why) => self.fail(c, id, why, out)?,
+                Ok(p) => self.verify(c, Some(p), out),
+                Err(why) => self.fail(c, id, why, out),
             }
         }
-        Ok(())
     }
 
     /// Reports `id` and everything built on it as undecodable because its
     /// base `base` `why`.
-    fn fail(
-        &self,
-        id: &BlobId,
-        base: &BlobId,
-        why: &str,
-        out: &mut Vec<(BlobId, String)>,
-    ) -> Result<()> {
+    fn fail(&self, id: &BlobId, base: &BlobId, why: &str, out: &mut Vec<(BlobId, String)>) {
         let Some(loc) = self.opener.index.get(id) else {
-            return Ok(());
+            return;
         };
         out.push((
             *id,
@@ -436,16 +421,9 @@ impl Chains<'_> {
                 loc.pack, loc.entry.offset
             ),
         ));
-        for c in self
-            .opener
-            .children
-            .get(id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            self.fail(c, id, "is unreadable", out)?;
+        for c in self.opener.children_of(id) {
+            self.fail(c, id, "is unreadable", out);
         }
-        Ok(())
     }
 }
 
@@ -615,7 +593,7 @@ pub fn check(
                 missing_packs: &missing_packs,
                 damaged: &damaged,
             };
-            for (blob, msg) in chains.verify_all()? {
+            for (blob, msg) in chains.verify_all() {
                 rep.errors.push(msg.clone());
                 damaged.insert(blob, msg);
             }
