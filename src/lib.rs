@@ -27,5 +27,5 @@ pub mod session;
 pub use error::{Error, Result};
 pub mod commands;
 pub mod demo;
-#[cfg(test)]
-mod testutil;
+#[doc(hidden)]
+pub mod testutil;

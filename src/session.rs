@@ -310,6 +310,9 @@ pub struct WriteSession<'a> {
     pub notes: Vec<String>,
 }
 
+/// The kind of blob each packer slot holds (see [`slot`]).
+const KINDS: [BlobKind; 2] = [BlobKind::Data, BlobKind::Tree];
+
 fn slot(kind: BlobKind) -> usize {
     match kind {
         BlobKind::Data => 0,
@@ -344,7 +347,7 @@ impl<'a> WriteSession<'a> {
         Ok(WriteSession {
             repo,
             writer: Mutex::new(PackWriter::start(Arc::clone(repo.backend()))?),
-            packers: [BlobKind::Data, BlobKind::Tree].map(|k| Mutex::new(Packer::for_kind(k))),
+            packers: KINDS.map(|k| Mutex::new(Packer::for_kind(k))),
             pending: Mutex::new(HashSet::new()),
             released: AtomicU64::new(0),
             index_files: Mutex::new(Vec::new()),
@@ -587,7 +590,7 @@ impl<'a> WriteSession<'a> {
         if p.entries.is_empty() {
             return Ok(false);
         }
-        let kind = [BlobKind::Data, BlobKind::Tree][slot];
+        let kind = KINDS[slot];
         let done = std::mem::replace(p, Packer::for_kind(kind));
         let mut bytes = done.pending;
         bytes.extend_from_slice(&pack::encode_trailer(
@@ -678,7 +681,7 @@ mod tests {
             .open_index(dir.path())
             .unwrap();
         let mut session = WriteSession::start(&repo).unwrap();
-        let blob = |i: u64| crate::testutil::noise(40_000, 2 * i + 1);
+        let blob = |i: u64| crate::testutil::noise(40_000, i);
         let (first, new) = session.add_blob(BlobKind::Data, &blob(0)).unwrap();
         assert!(new);
         // Pending and not indexed: another add is refused by the set.

@@ -109,18 +109,9 @@ pub fn backup_at(e: &Env, src: &Path, time: &str) {
     ]);
 }
 
-/// `n` bytes that do not compress: xorshift64 from `seed`.
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+/// Bytes that do not compress (not every test crate uses them).
+#[allow(unused_imports)]
+pub use arca::testutil::noise;
 
 pub fn same_tree(a: &Path, b: &Path) {
     let d = arca::demo::compare_dirs(a, b).expect("compare");
