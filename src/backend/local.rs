@@ -1,11 +1,11 @@
 //! A repository in a local directory.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::direct::Appender;
 use super::{Backend, Durable, FileKind, Listed, Upload};
 use crate::error::{Error, Result};
 
@@ -75,15 +75,16 @@ fn path_of(root: &Path, kind: FileKind, name: &str) -> PathBuf {
 struct LocalUpload {
     root: PathBuf,
     kind: FileKind,
-    /// `None` once handed to [`Staged`].
-    file: Option<File>,
+    /// `None` once handed to [`Staged`]. Packs are written without the
+    /// page cache where the file system allows (see `direct.rs`).
+    file: Option<Appender>,
     tmp: PathBuf,
 }
 
 impl Upload for LocalUpload {
     fn write(&mut self, data: &[u8]) -> Result<()> {
         match self.file.as_mut() {
-            Some(f) => f.write_all(data).map_err(|e| Error::io(&self.tmp, e)),
+            Some(f) => f.write(data).map_err(|e| Error::io(&self.tmp, e)),
             None => Err(Error::Invalid("write to a finished upload".into())),
         }
     }
@@ -95,7 +96,13 @@ impl Upload for LocalUpload {
     fn finish(mut self: Box<Self>, name: &str) -> Result<Durable> {
         let path = path_of(&self.root, self.kind, name);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let file = self.file.take();
+        let file = match self.file.take().map(Appender::finish).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&self.tmp);
+                return Err(Error::io(&self.tmp, e));
+            }
+        };
         let staged = Staged {
             file,
             tmp: std::mem::take(&mut self.tmp),
@@ -263,11 +270,8 @@ impl Backend for LocalBackend {
         let mut rnd = [0u8; 8];
         crate::crypto::fill_random(&mut rnd)?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
+        let file =
+            Appender::create(&tmp, kind == FileKind::Pack).map_err(|e| Error::io(&tmp, e))?;
         Ok(Box::new(LocalUpload {
             root: self.root.clone(),
             kind,

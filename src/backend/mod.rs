@@ -1,6 +1,7 @@
 //! Storage backends: where a repository's files live (format-spec.md §1
 //! "Repository layout"). The engine only ever talks to [`Backend`].
 
+mod direct;
 mod local;
 mod memory;
 
