@@ -85,6 +85,10 @@ pub trait Backend: Send + Sync {
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset`; fails if the file is shorter.
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// A hint that file `name` will be read in full soon, so that storage
+    /// can start fetching it while the caller works on something else. It
+    /// never fails; a backend may ignore it.
+    fn prefetch(&self, _kind: FileKind, _name: &str) {}
     /// The length of a file.
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// Writes a whole file atomically and durably (see the trait's contract).

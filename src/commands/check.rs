@@ -568,8 +568,14 @@ pub fn check(
         };
         let results: Vec<Vec<(Option<BlobId>, String)>> = packs
             .par_iter()
-            .map(|(pid, _)| {
+            .enumerate()
+            .map(|(i, (pid, _))| {
                 check_interrupt()?;
+                // Each thread takes a run of consecutive packs: the next
+                // one is fetched while this one is verified.
+                if let Some((next, _)) = packs.get(i + 1) {
+                    repo.backend().prefetch(FileKind::Pack, &next.to_hex());
+                }
                 let r = read_pack(&opener, pid, &index.canonical_in_pack(pid));
                 if let Ok(n) = repo.backend().size(FileKind::Pack, &pid.to_hex()) {
                     bytes.fetch_add(n, Ordering::Relaxed);
