@@ -19,6 +19,46 @@ use arca::{lock, Error};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// The first failure writing to standard output, if any (see [`emit`]).
+static STDOUT_FAILED: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+
+/// Writes to standard output. A failure never panics and never stops the
+/// command: nothing more is written after it, and `main` reports it when
+/// the command ends, quietly for a closed pipe (`arca snapshots | head`),
+/// as an error otherwise (a full disk behind `>`).
+fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
+    let mut failed = STDOUT_FAILED.lock().unwrap_or_else(|e| e.into_inner());
+    if failed.is_some() {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| o.flush());
+    if let Err(e) = r {
+        *failed = Some(e);
+    }
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    ($($a:tt)*) => { emit(format_args!($($a)*), true) };
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($a:tt)*) => { emit(format_args!($($a)*), false) };
+}
+
+/// `eprintln!` that ignores a failure to write (stderr closed or full):
+/// there is nowhere left to report it.
+macro_rules! errln {
+    ($($a:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($a)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "arca",
@@ -427,7 +467,7 @@ impl Progress for Bar {
         }
         // Memory diagnostics: the peak so far at the start of each phase.
         if std::env::var_os("ARCA_DEBUG_PEAK_RSS").is_some() {
-            eprintln!("phase {m}: peak RSS so far {}", vm_hwm());
+            errln!("phase {m}: peak RSS so far {}", vm_hwm());
         }
     }
 }
@@ -642,7 +682,7 @@ fn vm_hwm() -> String {
 
 fn report_peak_rss() {
     if std::env::var_os("ARCA_DEBUG_PEAK_RSS").is_some() {
-        eprintln!("peak RSS after opening the repository: {}", vm_hwm());
+        errln!("peak RSS after opening the repository: {}", vm_hwm());
     }
 }
 
@@ -654,13 +694,13 @@ fn indexed(cli: &Cli, repo: Repository) -> CliResult<IndexedRepository> {
 
 fn print_json<T: serde::Serialize>(v: &T) -> CliResult<()> {
     let s = serde_json::to_string_pretty(v).map_err(|e| Fail::Usage(e.to_string()))?;
-    println!("{s}");
+    outln!("{s}");
     Ok(())
 }
 
 fn say(cli: &Cli, s: &str) {
     if !cli.quiet && !cli.json {
-        println!("{s}");
+        outln!("{s}");
     }
 }
 
@@ -793,9 +833,9 @@ fn run(cli: &Cli) -> CliResult<i32> {
                     if cli.json {
                         print_json(&keys)?;
                     } else {
-                        println!("{:<2} {:<12} {:<20} Host", "", "ID", "Created");
+                        outln!("{:<2} {:<12} {:<20} Host", "", "ID", "Created");
                         for k in keys {
-                            println!(
+                            outln!(
                                 "{:<2} {:<12} {:<20} {}",
                                 if k.current { "*" } else { "" },
                                 &k.id[..12.min(k.id.len())],
@@ -849,11 +889,11 @@ fn run(cli: &Cli) -> CliResult<i32> {
             )?;
             drop(bar);
             for w in &out.warnings {
-                eprintln!("warning: {w}");
+                errln!("warning: {w}");
             }
             if !cli.quiet {
                 for n in &out.notes {
-                    eprintln!("note: {n}");
+                    errln!("note: {n}");
                 }
             }
             let s = &out.snapshot.summary;
@@ -905,7 +945,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
             if cli.json {
                 print_json(&rows)?;
             } else {
-                print!("{}", snapshots::table(&rows));
+                out!("{}", snapshots::table(&rows));
             }
         }
         Cmd::Restore {
@@ -952,14 +992,19 @@ fn run(cli: &Cli) -> CliResult<i32> {
             if cli.json {
                 print_json(&rows)?;
             } else {
-                println!(
+                outln!(
                     "{:<10} {:<22} {:<10} {:<12} {:<6} {:>10}  Files",
-                    "ID", "Time", "Snapshot", "Account", "Format", "MB"
+                    "ID",
+                    "Time",
+                    "Snapshot",
+                    "Account",
+                    "Format",
+                    "MB"
                 );
                 for r in &rows {
                     let e = &r.record;
                     let names: Vec<&str> = e.files.iter().map(|f| f.name.as_str()).collect();
-                    println!(
+                    outln!(
                         "{:<10} {:<22} {:<10} {:<12} {:<6} {:>10.2}  {}{}",
                         &r.id[..8],
                         r.time_rfc3339,
@@ -1002,10 +1047,10 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 print_json(&rep)?;
             } else {
                 for w in &rep.warnings {
-                    eprintln!("warning: {w}");
+                    errln!("warning: {w}");
                 }
                 for e in &rep.errors {
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                 }
                 say(
                     cli,
@@ -1038,14 +1083,14 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 print_json(&st)?;
             } else {
                 let r = &st.repository;
-                println!(
+                outln!(
                     "repository: {} snapshots, {} packs ({:.2} MB), {} data blobs",
                     st.snapshots,
                     st.packs,
                     mb(st.pack_bytes),
                     st.data_blobs
                 );
-                println!(
+                outln!(
                     "  logical {:.2} MB, unique {:.2} MB, stored {:.2} MB: dedup {:.1}x, compression {:.1}x",
                     mb(r.logical_bytes),
                     mb(r.unique_bytes),
@@ -1054,7 +1099,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                     r.compression_ratio
                 );
                 for a in &st.accounts {
-                    println!(
+                    outln!(
                         "{}: {} snapshots, {:.2} MB logical; latest {} ({}): {:.2} MB, unique {:.2} MB, stored {:.2} MB, dedup {:.1}x, compression {:.1}x",
                         a.account,
                         a.snapshots,
@@ -1136,7 +1181,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 print_json(&rep)?;
             } else {
                 for p in &rep.unreadable_packs {
-                    eprintln!("warning: {p}");
+                    errln!("warning: {p}");
                 }
                 say(
                     cli,
@@ -1253,15 +1298,26 @@ fn main() -> ExitCode {
     let code = match run(&cli) {
         Ok(c) => c,
         Err(Fail::Lib(e)) => {
-            eprintln!("arca: error: {e}");
+            errln!("arca: error: {e}");
             e.exit_code()
         }
         Err(Fail::Usage(m)) => {
-            eprintln!("arca: error: {m}");
+            errln!("arca: error: {m}");
             exit::USAGE
         }
     };
+    let mut code = code;
+    let failed = STDOUT_FAILED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(e) = failed {
+        if e.kind() != std::io::ErrorKind::BrokenPipe && code == 0 {
+            let err = Error::io("standard output", e);
+            errln!("arca: error: {err}");
+            code = err.exit_code();
+        }
+    }
     report_peak_rss();
-    let _ = std::io::stdout().flush();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

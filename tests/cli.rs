@@ -712,3 +712,46 @@ fn key_cache_flag_parses_and_uncache_needs_no_password() {
     assert!(String::from_utf8_lossy(&o.stdout).contains(dropped));
     assert!(arca::keycache::lookup(id, PASSWORD.as_bytes(), 60).is_none());
 }
+
+#[test]
+fn unwritable_output_is_an_error_or_quiet_never_a_panic() {
+    let e = Env::new();
+    e.init();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    // Standard output on a full device: the storage-full code, named.
+    let o = e
+        .cmd(&["--json", "snapshots"])
+        .stdout(full())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(15), "{err}");
+    assert!(err.contains("standard output"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // A reader that went away (`arca snapshots | head`): quiet, and the
+    // command's own outcome.
+    let mut child = e
+        .cmd(&["--json", "stats"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    // Standard error on a full device: the error's own code still.
+    let o = e
+        .cmd(&["snapshots"])
+        .env("ARCA_REPOSITORY", e.path("missing"))
+        .stderr(full())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(10));
+}
