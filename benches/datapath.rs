@@ -343,11 +343,7 @@ struct TempRepo {
 fn temp_repo() -> TempRepo {
     let dir = tempfile::tempdir().expect("temporary directory");
     let opts = InitOptions {
-        kdf: KdfParams {
-            m_kib: 8,
-            t: 1,
-            p: 1,
-        },
+        kdf: KdfParams::CHEAPEST,
         ..InitOptions::default()
     };
     let repo = Repository::init(

@@ -56,11 +56,7 @@ fn main() -> Result<()> {
         ),
     ];
     let opts = InitOptions {
-        kdf: KdfParams {
-            m_kib: 64,
-            t: 1,
-            p: 1,
-        },
+        kdf: KdfParams::CHEAPEST,
         ..InitOptions::default()
     };
     println!("repository\t{}", variants.map(|v| v.0).join("\t"));

@@ -235,6 +235,14 @@ impl KdfParams {
         t: 3,
         p: 4,
     };
+    /// The cheapest parameters the limits allow (8 KiB, 1 pass, 1 lane):
+    /// for tests, benches and probes that open many repositories. Never for
+    /// a key that protects data.
+    pub const CHEAPEST: KdfParams = KdfParams {
+        m_kib: 8,
+        t: 1,
+        p: 1,
+    };
     /// Upper limits accepted when reading a key file, so that a crafted key
     /// file cannot make `open` allocate or spin without bound: at most
     /// 1 GiB and 16 passes (about 30 s here), 16 and 5 times the defaults.

@@ -239,11 +239,7 @@ mod tests {
 
     fn repo() -> Repository {
         let opts = InitOptions {
-            kdf: KdfParams {
-                m_kib: 64,
-                t: 1,
-                p: 1,
-            },
+            kdf: KdfParams::CHEAPEST,
             ..InitOptions::default()
         };
         Repository::init(Arc::new(MemoryBackend::new()), b"pw", &opts).unwrap()

@@ -667,11 +667,7 @@ mod tests {
     fn ids_leave_pending_once_indexed_and_are_never_stored_twice() {
         let dir = tempfile::tempdir().unwrap();
         let opts = InitOptions {
-            kdf: KdfParams {
-                m_kib: 64,
-                t: 1,
-                p: 1,
-            },
+            kdf: KdfParams::CHEAPEST,
             pack_target: 1 << 16,
             ..InitOptions::default()
         };

@@ -14,11 +14,7 @@ use arca::keycache;
 use arca::repository::{InitOptions, Repository};
 
 fn small_kdf() -> KdfParams {
-    KdfParams {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    }
+    KdfParams::CHEAPEST
 }
 
 #[test]

@@ -119,11 +119,7 @@ mod tests {
 
     fn small() -> KeyInfo {
         KeyInfo {
-            kdf: KdfParams {
-                m_kib: 64,
-                t: 1,
-                p: 1,
-            },
+            kdf: KdfParams::CHEAPEST,
             salt: [3; 32],
             created: 1_700_000_000,
             host: "h".into(),
