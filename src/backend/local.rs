@@ -246,16 +246,10 @@ impl Backend for LocalBackend {
 
     /// Asks the kernel to read the file ahead (`POSIX_FADV_WILLNEED`): the
     /// reads go to the device in the background, so a cold pack is in the
-    /// page cache when `check` reaches it. Pack handles are kept open.
+    /// page cache when `check` reaches it. The advice outlives the handle.
     fn prefetch(&self, kind: FileKind, name: &str) {
-        let p = self.path(kind, name);
-        let f = if kind == FileKind::Pack {
-            self.pack_file(name, &p).ok()
-        } else {
-            File::open(&p).ok().map(Arc::new)
-        };
-        if let Some(f) = f {
-            let _ = rustix::fs::fadvise(&*f, 0, None, rustix::fs::Advice::WillNeed);
+        if let Ok(f) = File::open(self.path(kind, name)) {
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
         }
     }
 
