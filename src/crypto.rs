@@ -5,8 +5,7 @@
 //! A nonce is drawn from the OS at the point of sealing and is never stored in
 //! a value that could be reused.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
@@ -184,20 +183,39 @@ pub fn seal_with_nonce(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
-    let cipher = XChaCha20Poly1305::new(key.expose().into());
-    let ct = cipher
-        .encrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .map_err(|_| Error::Invalid("encryption failed".into()))?;
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    let (cipher, inner) = xchacha(key, nonce)?;
+    let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
     out.extend_from_slice(nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .seal_in_place_separate_tag(inner, Aad::from(aad), &mut out[NONCE_LEN..])
+        .map_err(|_| Error::Invalid("encryption failed".into()))?;
+    out.extend_from_slice(tag.as_ref());
     Ok(out)
+}
+
+/// XChaCha20-Poly1305 as its draft defines it, over `ring`'s
+/// ChaCha20-Poly1305 (IETF, 96-bit nonce), which is about twice as fast as
+/// the `chacha20poly1305` crate here: the subkey is HChaCha20(key, first 16
+/// nonce bytes), and the inner nonce is four zero bytes and the last 8
+/// nonce bytes. The bytes are the same as the `chacha20poly1305` crate's
+/// `XChaCha20Poly1305` (tested against it).
+fn xchacha(key: &Secret32, nonce: &[u8; NONCE_LEN]) -> Result<(LessSafeKey, Nonce)> {
+    let (head, tail) = nonce.split_at(16);
+    let mut subkey = chacha20::hchacha::<chacha20::cipher::consts::U10>(
+        key.expose().into(),
+        chacha20::cipher::generic_array::GenericArray::from_slice(head),
+    );
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, subkey.as_slice());
+    subkey.as_mut_slice().zeroize();
+    let unbound =
+        unbound.map_err(|_| Error::Invalid("ChaCha20-Poly1305 key setup failed".into()))?;
+    let mut inner = [0u8; 12];
+    inner[4..].copy_from_slice(tail);
+    Ok((
+        LessSafeKey::new(unbound),
+        Nonce::assume_unique_for_key(inner),
+    ))
 }
 
 /// Opens a message made by [`seal`]; fails on any change to the bytes, the
@@ -210,10 +228,16 @@ pub fn open(key: &Secret32, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec
         ));
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    let cipher = XChaCha20Poly1305::new(key.expose().into());
-    cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-        .map_err(|_| Error::corrupt(what, "authentication failed (wrong key or damaged bytes)"))
+    let mut n = [0u8; NONCE_LEN];
+    n.copy_from_slice(nonce);
+    let (cipher, inner) = xchacha(key, &n)?;
+    let mut out = ct.to_vec();
+    let len = cipher
+        .open_in_place(inner, Aad::from(aad), &mut out)
+        .map_err(|_| Error::corrupt(what, "authentication failed (wrong key or damaged bytes)"))?
+        .len();
+    out.truncate(len);
+    Ok(out)
 }
 
 /// Argon2id parameters stored in a key file (format-spec.md §5.1).
@@ -312,6 +336,62 @@ mod tests {
             proptest::prop_assert_eq!(s.len(), msg.len() + SEAL_OVERHEAD);
             proptest::prop_assert_eq!(open(&k, &aad, &s, "t").unwrap(), msg);
         }
+    }
+
+    proptest::proptest! {
+        /// The same bytes as the `chacha20poly1305` crate's XChaCha20-Poly1305
+        /// (the implementation the format was first written with), and
+        /// each opens the other's messages.
+        #[test]
+        fn same_bytes_as_the_reference_crate(
+            msg in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..3000),
+            aad in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..64),
+            key in proptest::arbitrary::any::<[u8; 32]>(),
+            nonce in proptest::arbitrary::any::<[u8; 24]>()) {
+            use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+            let reference = chacha20poly1305::XChaCha20Poly1305::new((&key).into());
+            let theirs = reference
+                .encrypt((&nonce).into(), Payload { msg: &msg, aad: &aad })
+                .unwrap();
+            let k = Secret32::from_bytes(key);
+            let ours = seal_with_nonce(&k, &nonce, &aad, &msg).unwrap();
+            proptest::prop_assert_eq!(&ours[..NONCE_LEN], &nonce[..]);
+            proptest::prop_assert_eq!(&ours[NONCE_LEN..], &theirs[..]);
+            let back = reference
+                .decrypt((&nonce).into(), Payload { msg: &ours[NONCE_LEN..], aad: &aad })
+                .unwrap();
+            proptest::prop_assert_eq!(&back, &msg);
+        }
+    }
+
+    /// draft-irtf-cfrg-xchacha-03, appendix A.3.1 (AEAD_XChaCha20_Poly1305).
+    #[test]
+    fn xchacha_draft_vector() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let msg = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+        let aad = hex("50515253c0c1c2c3c4c5c6c7");
+        let key: [u8; 32] = hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+            .try_into()
+            .unwrap();
+        let nonce: [u8; 24] = hex("404142434445464748494a4b4c4d4e4f5051525354555657")
+            .try_into()
+            .unwrap();
+        let ct = hex(concat!(
+            "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb",
+            "731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452",
+            "2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9",
+            "21f9664c97637da9768812f615c68b13b52e",
+            "c0875924c1c7987947deafd8780acf49"
+        ));
+        let k = Secret32::from_bytes(key);
+        let sealed = seal_with_nonce(&k, &nonce, &aad, msg).unwrap();
+        assert_eq!(&sealed[NONCE_LEN..], &ct[..]);
+        assert_eq!(open(&k, &aad, &sealed, "t").unwrap(), msg);
     }
 
     #[test]
