@@ -1,6 +1,7 @@
-//! An opt-in cache of key-encryption keys in the Linux kernel's user keyring
-//! (format-spec.md §4.5), so that commands run back to back skip the Argon2id
-//! derivation.
+//! A cache of key-encryption keys in the Linux kernel's user keyring
+//! (format-spec.md §12.1), so that commands run back to back skip the
+//! Argon2id derivation. The CLI turns it on by default for passwords that
+//! were not typed (README "Key cache").
 //!
 //! The same facility holds disk-encryption passwords for `systemd-ask-password`
 //! and `cryptsetup`: entries live in kernel memory only, never on disk, are

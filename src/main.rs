@@ -76,10 +76,12 @@ struct Cli {
     #[arg(long, env = "ARCA_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
     /// Keep the key derived from the password in the kernel keyring for this
-    /// long after each use (e.g. 15m, 2h; 0 = off), so that the next commands
-    /// skip the key derivation. Off by default: see README "Key cache".
-    #[arg(long, env = "ARCA_KEY_CACHE", global = true, default_value = "0", value_parser = parse_key_cache)]
-    key_cache: u64,
+    /// long after each use (e.g. 15m, 2h; off), so that the next commands
+    /// skip the key derivation. Default: 15m when the password comes from a
+    /// file, the environment or a command, off when it is typed at the
+    /// prompt. See README "Key cache".
+    #[arg(long, env = "ARCA_KEY_CACHE", global = true, value_parser = parse_key_cache)]
+    key_cache: Option<u64>,
     /// Local cache directory (default: $XDG_CACHE_HOME/arca or ~/.cache/arca).
     #[arg(long, env = "ARCA_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
@@ -582,11 +584,40 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// A password and whether it was typed at the prompt.
+struct Password {
+    text: String,
+    typed: bool,
+}
+
+impl Password {
+    fn bytes(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+/// How long the key cache keeps a key derived from `pw` (seconds; 0 = off):
+/// `--key-cache` when given, else [`DEFAULT_KEY_CACHE_SECS`] for a password
+/// that was not typed. A password in a file, the environment or a command
+/// is one this user's processes can already get again; one typed at the
+/// prompt is not, so its key is not kept unless asked.
+fn key_cache_ttl(cli: &Cli, pw: &Password) -> u64 {
+    match cli.key_cache {
+        Some(ttl) => ttl,
+        None if pw.typed => 0,
+        None => DEFAULT_KEY_CACHE_SECS,
+    }
+}
+
+/// The key cache's default time-out for passwords that were not typed.
+const DEFAULT_KEY_CACHE_SECS: u64 = 15 * 60;
+
 /// The password: --password-file, --password-command, $ARCA_PASSWORD, or a
 /// prompt without echo when stdin is a terminal.
-fn password(cli: &Cli) -> CliResult<String> {
+fn password(cli: &Cli) -> CliResult<Password> {
+    let stored = |text| Ok(Password { text, typed: false });
     if let Some(p) = &cli.password_file {
-        return read_password_file(p);
+        return stored(read_password_file(p)?);
     }
     if let Some(c) = &cli.password_command {
         let out = std::process::Command::new("sh")
@@ -601,14 +632,15 @@ fn password(cli: &Cli) -> CliResult<String> {
                 out.status
             )));
         }
-        return Ok(first_line(&String::from_utf8_lossy(&out.stdout)));
+        return stored(first_line(&String::from_utf8_lossy(&out.stdout)));
     }
     if let Ok(p) = std::env::var("ARCA_PASSWORD") {
-        return Ok(p);
+        return stored(p);
     }
     if std::io::stdin().is_terminal() {
-        return rpassword::prompt_password("repository password: ")
-            .map_err(|e| Fail::Usage(format!("cannot read password: {e}")));
+        let text = rpassword::prompt_password("repository password: ")
+            .map_err(|e| Fail::Usage(format!("cannot read password: {e}")))?;
+        return Ok(Password { text, typed: true });
     }
     Err(Fail::Usage(
         "no password: set ARCA_PASSWORD, --password-file or --password-command, or run on a terminal".into(),
@@ -620,7 +652,7 @@ fn new_password(file: &Option<PathBuf>, cli: &Cli, for_init: bool) -> CliResult<
         return read_password_file(f);
     }
     if for_init {
-        return password(cli);
+        return password(cli).map(|p| p.text);
     }
     if !std::io::stdin().is_terminal() {
         return Err(Fail::Usage(
@@ -646,7 +678,11 @@ fn backend(cli: &Cli) -> CliResult<Arc<LocalBackend>> {
 fn open(cli: &Cli) -> CliResult<Repository> {
     let b = backend(cli)?;
     let pw = password(cli)?;
-    Ok(Repository::open_cached(b, pw.as_bytes(), cli.key_cache)?)
+    Ok(Repository::open_cached(
+        b,
+        pw.bytes(),
+        key_cache_ttl(cli, &pw),
+    )?)
 }
 
 /// `--key-cache`: 0 or off, else a duration such as 15m or 2h.
@@ -794,11 +830,8 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 delta_depth: if *no_delta { 0 } else { *delta_depth },
                 kdf: KdfParams::DEFAULT,
             };
-            let mut repo = Repository::init(b.clone(), pw.as_bytes(), &opts)?;
-            if cli.key_cache > 0 {
-                // Derive once more through the cache, so the next command finds it.
-                repo = Repository::open_cached(b.clone(), pw.as_bytes(), cli.key_cache)?;
-            }
+            let repo =
+                Repository::init_cached(b.clone(), pw.bytes(), &opts, key_cache_ttl(cli, &pw))?;
             if cli.json {
                 print_json(
                     &serde_json::json!({"id": repo.config().id.to_hex(), "location": b.location_string()}),
@@ -1320,4 +1353,26 @@ fn main() -> ExitCode {
     }
     report_peak_rss();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_cache_default_depends_on_where_the_password_came_from() {
+        let pw = |typed| Password {
+            text: "p".into(),
+            typed,
+        };
+        let cli = Cli::try_parse_from(["arca", "snapshots"]).expect("parses");
+        if std::env::var_os("ARCA_KEY_CACHE").is_none() {
+            assert_eq!(key_cache_ttl(&cli, &pw(false)), DEFAULT_KEY_CACHE_SECS);
+            assert_eq!(key_cache_ttl(&cli, &pw(true)), 0);
+        }
+        let cli = Cli::try_parse_from(["arca", "--key-cache", "off", "snapshots"]).expect("parses");
+        assert_eq!(key_cache_ttl(&cli, &pw(false)), 0);
+        let cli = Cli::try_parse_from(["arca", "--key-cache", "2h", "snapshots"]).expect("parses");
+        assert_eq!(key_cache_ttl(&cli, &pw(true)), 7200);
+    }
 }

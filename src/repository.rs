@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::backend::{is_not_found, Backend, FileKind};
 use crate::chunk::Chunker;
-use crate::crypto::{KdfParams, Keys, MasterSecrets};
+use crate::crypto::{KdfParams, Keys, MasterSecrets, Secret32};
 use crate::error::{Error, Result};
 use crate::format::config::{ChunkerParams, Config, Operation};
 use crate::format::indexfile::{self, PackListing};
@@ -88,6 +88,15 @@ pub fn now_unix() -> i64 {
 }
 
 fn new_key_file(password: &[u8], kdf: KdfParams, master: &MasterSecrets) -> Result<Vec<u8>> {
+    new_key_file_kek(password, kdf, master).map(|(bytes, _)| bytes)
+}
+
+/// A new key file and the key-encryption key derived for it.
+fn new_key_file_kek(
+    password: &[u8],
+    kdf: KdfParams,
+    master: &MasterSecrets,
+) -> Result<(Vec<u8>, Secret32)> {
     let mut salt = [0u8; 32];
     crate::crypto::fill_random(&mut salt)?;
     let info = KeyInfo {
@@ -96,12 +105,26 @@ fn new_key_file(password: &[u8], kdf: KdfParams, master: &MasterSecrets) -> Resu
         created: now_unix(),
         host: hostname(),
     };
-    keyfile::encode(&info, password, master)
+    let kek = info.kdf.derive_kek(password, &info.salt)?;
+    let bytes = keyfile::encode_with_kek(&info, &kek, master)?;
+    Ok((bytes, kek))
 }
 
 impl Repository {
     /// Creates a repository. Refuses a location that already holds one.
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
+        Self::init_cached(backend, password, opts, 0)
+    }
+
+    /// [`Repository::init`], and with `key_cache_ttl` > 0 the key-encryption
+    /// key it derived goes into the kernel key cache ([`crate::keycache`]),
+    /// so that the next command does not derive it again.
+    pub fn init_cached(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+        key_cache_ttl: u64,
+    ) -> Result<Self> {
         if !backend.list(FileKind::Config)?.is_empty() {
             return Err(Error::AlreadyExists(backend.location()));
         }
@@ -125,11 +148,14 @@ impl Repository {
         let keys = master.keys();
         // The key first, the config last: a repository exists once its config
         // does, and by then a key can open it.
-        let kf = new_key_file(password, opts.kdf, &master)?;
+        let (kf, kek) = new_key_file_kek(password, opts.kdf, &master)?;
         let key_name = FileId::of(&kf).to_hex();
         backend.write(FileKind::Key, &key_name, &kf)?;
         let cf = seal_file(&keys.file, ObjectType::Config, &config.encode())?;
         backend.write(FileKind::Config, "config", &cf)?;
+        if key_cache_ttl > 0 {
+            keycache::store(&key_name, password, &kek, key_cache_ttl);
+        }
         let chunker = Chunker::new(config.chunker, keys.gear_table())?;
         Ok(Repository {
             backend,

@@ -713,6 +713,71 @@ fn key_cache_flag_parses_and_uncache_needs_no_password() {
     assert!(arca::keycache::lookup(id, PASSWORD.as_bytes(), 60).is_none());
 }
 
+/// Without `--key-cache`, a password from a file or the environment has its
+/// key cached (15 minutes), and `--key-cache off` caches nothing.
+#[test]
+fn key_cache_is_on_by_default_for_stored_passwords() {
+    let e = Env::new();
+    e.ok(&["--key-cache", "off", "init"]);
+    let keys: Vec<serde_json::Value> =
+        serde_json::from_str(&e.ok(&["--key-cache", "off", "key", "list", "--json"])).unwrap();
+    let id = keys[0]["id"].as_str().unwrap().to_string();
+    let cached = || arca::keycache::lookup(&id, PASSWORD.as_bytes(), 60).is_some();
+    assert!(!cached(), "--key-cache off stores nothing");
+    // Whether this keyring takes entries at all (a sandbox or a quota may
+    // refuse them, and then the cache is silently off).
+    let probe = format!("probe-{}", std::process::id());
+    let probe_kek = arca::crypto::Secret32::from_bytes([3; 32]);
+    let usable = arca::keycache::store(&probe, b"p", &probe_kek, 60)
+        && arca::keycache::lookup(&probe, b"p", 60).is_some();
+    arca::keycache::forget(&probe);
+    if !usable {
+        eprintln!("kernel keyring not usable here: checked that commands still work");
+    }
+    // A password file, no --key-cache: cached.
+    let pw_file = e.path("pw");
+    std::fs::write(&pw_file, format!("{PASSWORD}\n")).unwrap();
+    let o = e
+        .cmd(&["snapshots"])
+        .env_remove("ARCA_PASSWORD")
+        .env("ARCA_PASSWORD_FILE", &pw_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        cached(),
+        usable,
+        "a password file caches its key by default"
+    );
+    e.ok(&["key", "uncache"]);
+    assert!(!cached());
+    // ARCA_PASSWORD, no --key-cache: cached; a wrong password still fails.
+    e.ok(&["snapshots"]);
+    assert_eq!(cached(), usable, "ARCA_PASSWORD caches its key by default");
+    assert_eq!(
+        e.run_pw("not the password", &["snapshots"]).status.code(),
+        Some(12)
+    );
+    // init itself stores the key it derived.
+    let e2 = Env::new();
+    e2.init();
+    let keys: Vec<serde_json::Value> =
+        serde_json::from_str(&e2.ok(&["--key-cache", "off", "key", "list", "--json"])).unwrap();
+    let id2 = keys[0]["id"].as_str().unwrap();
+    assert_eq!(
+        arca::keycache::lookup(id2, PASSWORD.as_bytes(), 60).is_some(),
+        usable,
+        "init caches the key it derived"
+    );
+    e.ok(&["key", "uncache"]);
+    e2.ok(&["key", "uncache"]);
+}
+
 #[test]
 fn unwritable_output_is_an_error_or_quiet_never_a_panic() {
     let e = Env::new();

@@ -1,4 +1,4 @@
-//! The opt-in key cache (`--key-cache`, format-spec.md §4.5): a second open
+//! The key cache (`--key-cache`, format-spec.md §12.1): a second open
 //! takes the key-encryption key from the kernel keyring, a wrong password
 //! still fails, and changing the password or `key uncache` drops the entry.
 //! Where a sandbox forbids the keyring, opening must still work by deriving.

@@ -32,7 +32,10 @@ ADAPTERS = {
     "arca-nodelta": _arca("arca-nodelta", " --no-delta"),
     # zstd level 6: about 4 % smaller, twice the compression CPU.
     "arca-z6": _arca("arca-z6", " --compression 6"),
-    # Defaults plus the opt-in key cache (README "Key cache"): init derives
-    # the key once and every later command takes it from the kernel keyring.
+    # Defaults with the key cache off (README "Key cache"): every command
+    # derives the key from the password, as when it is typed at a prompt.
+    # ("arca" has it on: the password comes from the environment.)
+    "arca-nocache": _arca("arca-nocache", extra_env={"ARCA_KEY_CACHE": "off"}),
+    # The key cache with a longer time-out than the default 15 minutes.
     "arca-keycache": _arca("arca-keycache", extra_env={"ARCA_KEY_CACHE": "1h"}),
 }
