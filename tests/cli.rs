@@ -558,6 +558,59 @@ fn a_newer_format_version_is_refused_clearly() {
     );
 }
 
+/// The scan runs over a directory's entries in parallel: the tree it makes
+/// must not depend on which thread found what. Many directories of files
+/// that are read (new, changed, or forced) and reused (unchanged): the same
+/// tree id every time the content is the same, and restores identical.
+#[test]
+fn parallel_scan_makes_the_same_tree_every_time() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    for d in 0..24 {
+        let dir = src.join(format!("m{:02}/app{}", d % 6, d));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..15 {
+            let body: String = (0..(f * 40 + d))
+                .map(|i| format!("{d},{f},{i},row\n"))
+                .collect();
+            std::fs::write(dir.join(format!("r{f:02}.csv")), body).unwrap();
+        }
+    }
+    let backup = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["backup", src.to_str().unwrap(), "--account", "a", "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&e.ok(&args)).unwrap()
+    };
+    // The root tree of the snapshot a backup printed.
+    let tree = |b: &serde_json::Value| -> String {
+        let snaps = e.snapshots_json();
+        let s = snaps.iter().find(|s| s["id"] == b["id"]).expect("listed");
+        s["tree"].as_str().expect("a tree id").to_string()
+    };
+    let first = backup(&[]);
+    let reused = backup(&[]);
+    let forced = backup(&["--force"]);
+    assert_eq!(reused["summary"]["files_unchanged"], 360);
+    assert_eq!(
+        forced["summary"]["bytes_read"],
+        first["summary"]["bytes_read"]
+    );
+    assert_eq!(tree(&first), tree(&reused));
+    assert_eq!(tree(&first), tree(&forced));
+    // One file deep down changes: only it is read, and the tree follows.
+    let deep = src.join("m03/app9/r07.csv");
+    std::fs::write(&deep, "changed\n").unwrap();
+    let changed = backup(&[]);
+    assert_eq!(changed["summary"]["files_changed"], 1);
+    assert_eq!(changed["summary"]["files_unchanged"], 359);
+    assert_ne!(tree(&changed), tree(&first));
+    let out = e.path("out");
+    e.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out);
+    e.ok(&["check", "--read-data"]);
+}
+
 #[test]
 fn unreadable_source_file_gives_exit_3_and_a_valid_snapshot() {
     // /proc/self/mem fails with EIO when read from offset 0, even for root,

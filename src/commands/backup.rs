@@ -89,11 +89,38 @@ impl Meta {
 }
 
 enum Scanned {
-    /// A file: `Ok(chunks)` when reused from the parent, else the index of
-    /// its read job.
-    File(std::result::Result<Vec<BlobId>, usize>, FileState),
+    File(FileData, FileState),
     Dir(Vec<Entry>),
     Symlink(Vec<u8>),
+}
+
+/// What a scanned file's chunks come from.
+enum FileData {
+    /// Reused from the parent snapshot.
+    Reuse(Vec<BlobId>),
+    /// To be read: the job, as the scan found it...
+    Read(Job),
+    /// ...and once numbered ([`number_jobs`]), the index of its job.
+    Job(usize),
+}
+
+/// Moves every read job out of `entries`, in tree order (the order of a
+/// sequential scan), leaving its index in its place.
+fn number_jobs(entries: &mut [Entry], jobs: &mut Vec<Job>) {
+    for e in entries {
+        match &mut e.kind {
+            Scanned::File(data, _) => {
+                if let FileData::Read(_) = data {
+                    if let FileData::Read(job) = std::mem::replace(data, FileData::Job(jobs.len()))
+                    {
+                        jobs.push(job);
+                    }
+                }
+            }
+            Scanned::Dir(children) => number_jobs(children, jobs),
+            Scanned::Symlink(_) => {}
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -265,18 +292,27 @@ impl Resync<'_> {
 /// not be read.
 type JobResult = std::result::Result<(Vec<BlobId>, u64), String>;
 
+/// Walks the source. The entries of a directory are scanned in parallel:
+/// a backup where nothing changed is mostly this walk, one `statx` per
+/// entry and one parent tree per directory.
 struct Scanner<'a> {
     repo: &'a IndexedRepository,
     force: bool,
     /// Every chunk of the parent snapshot is known usable (the cache
     /// marked it so in its current epoch): unchanged files need no lookups.
     parent_usable: bool,
-    jobs: Vec<Job>,
-    warnings: Vec<String>,
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Scanner<'_> {
-    fn parent_tree(&mut self, tree: Option<&BlobId>) -> Result<Option<Tree>> {
+    fn warn(&self, msg: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
+    fn parent_tree(&self, tree: Option<&BlobId>) -> Result<Option<Tree>> {
         match tree {
             Some(t) => self.repo.read_tree(t).map(Some),
             None => Ok(None),
@@ -284,12 +320,12 @@ impl Scanner<'_> {
     }
 
     /// Scans one path; `parent` is the parent snapshot's node for it.
-    fn scan(&mut self, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Result<Option<Entry>> {
+    fn scan(&self, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Result<Option<Entry>> {
         check_interrupt()?;
         let md = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
-                self.warnings.push(format!("{}: {e}", path.display()));
+                self.warn(format!("{}: {e}", path.display()));
                 return Ok(None);
             }
         };
@@ -338,7 +374,7 @@ impl Scanner<'_> {
                 _ => FileState::New,
             };
             match reuse {
-                Some(c) => Scanned::File(Ok(c), state),
+                Some(c) => Scanned::File(FileData::Reuse(c), state),
                 None => {
                     let parent = match parent {
                         Some(Node {
@@ -347,12 +383,12 @@ impl Scanner<'_> {
                         }) if !chunks.is_empty() => Some(chunks.clone()),
                         _ => None,
                     };
-                    self.jobs.push(Job {
+                    let job = Job {
                         path: path.to_path_buf(),
                         size: meta.size,
                         parent,
-                    });
-                    Scanned::File(Err(self.jobs.len() - 1), state)
+                    };
+                    Scanned::File(FileData::Read(job), state)
                 }
             }
         } else if ft.is_dir() {
@@ -372,37 +408,37 @@ impl Scanner<'_> {
                     .filter_map(|e| match e {
                         Ok(e) => Some(e.file_name()),
                         Err(err) => {
-                            self.warnings.push(format!("{}: {err}", path.display()));
+                            self.warn(format!("{}: {err}", path.display()));
                             None
                         }
                     })
                     .collect(),
                 Err(e) => {
-                    self.warnings.push(format!("{}: {e}", path.display()));
+                    self.warn(format!("{}: {e}", path.display()));
                     return Ok(None);
                 }
             };
             names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            let mut entries = Vec::with_capacity(names.len());
-            for n in names {
-                let child = path.join(&n);
-                let nb = n.as_bytes().to_vec();
-                let p = pmap.get(nb.as_slice()).copied();
-                if let Some(e) = self.scan(&child, nb, p)? {
-                    entries.push(e);
-                }
-            }
-            Scanned::Dir(entries)
+            let scanned = names
+                .par_iter()
+                .map(|n| {
+                    let child = path.join(n);
+                    let nb = n.as_bytes().to_vec();
+                    let p = pmap.get(nb.as_slice()).copied();
+                    self.scan(&child, nb, p)
+                })
+                .collect::<Result<Vec<Option<Entry>>>>()?;
+            Scanned::Dir(scanned.into_iter().flatten().collect())
         } else if ft.is_symlink() {
             match fs::read_link(path) {
                 Ok(t) => Scanned::Symlink(t.as_os_str().as_bytes().to_vec()),
                 Err(e) => {
-                    self.warnings.push(format!("{}: {e}", path.display()));
+                    self.warn(format!("{}: {e}", path.display()));
                     return Ok(None);
                 }
             }
         } else {
-            self.warnings.push(format!(
+            self.warn(format!(
                 "{}: skipped special file (device, fifo or socket)",
                 path.display()
             ));
@@ -574,20 +610,29 @@ fn store_dir(
     for e in entries {
         let mut size = e.meta.size;
         let kind = match e.kind {
-            Scanned::File(Ok(chunks), state) => {
+            Scanned::File(FileData::Reuse(chunks), state) => {
                 count_file(counts, state, size);
                 NodeKind::File { chunks }
             }
-            Scanned::File(Err(job), state) => match results.get_mut(job).and_then(Option::take) {
-                Some(Ok((chunks, n))) => {
-                    // The file may have changed size since the scan: record
-                    // what was actually read.
-                    size = n;
-                    count_file(counts, state, size);
-                    NodeKind::File { chunks }
+            // Every job was numbered before the files were read.
+            Scanned::File(FileData::Read(job), _) => {
+                return Err(Error::Invalid(format!(
+                    "{}: scanned but never read",
+                    job.path.display()
+                )))
+            }
+            Scanned::File(FileData::Job(job), state) => {
+                match results.get_mut(job).and_then(Option::take) {
+                    Some(Ok((chunks, n))) => {
+                        // The file may have changed size since the scan: record
+                        // what was actually read.
+                        size = n;
+                        count_file(counts, state, size);
+                        NodeKind::File { chunks }
+                    }
+                    _ => continue,
                 }
-                _ => continue,
-            },
+            }
             Scanned::Dir(children) => {
                 counts.dirs += 1;
                 NodeKind::Dir {
@@ -685,12 +730,11 @@ pub fn backup(
     };
 
     progress.message("scanning");
-    let mut scanner = Scanner {
+    let scanner = Scanner {
         repo,
         force: opts.force,
         parent_usable,
-        jobs: Vec::new(),
-        warnings: Vec::new(),
+        warnings: Mutex::new(Vec::new()),
     };
     // The parent's root, seen as a directory node, so one code path matches.
     let parent_root = parent.as_ref().map(|(_, s)| Node {
@@ -704,7 +748,7 @@ pub fn backup(
         inode: 0,
         kind: NodeKind::Dir { tree: s.tree },
     });
-    let root_entries: Vec<Entry> = if single_dir {
+    let mut root_entries: Vec<Entry> = if single_dir {
         match scanner.scan(&paths[0], Vec::new(), parent_root.as_ref())? {
             Some(Entry {
                 kind: Scanned::Dir(children),
@@ -733,9 +777,14 @@ pub fn backup(
         }
         v
     };
-    let Scanner {
-        jobs, mut warnings, ..
-    } = scanner;
+    let mut warnings = scanner
+        .warnings
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    // In path order, whichever thread found them.
+    warnings.sort();
+    let mut jobs = Vec::new();
+    number_jobs(&mut root_entries, &mut jobs);
 
     let session = WriteSession::start(repo)?;
     progress.message("reading");
