@@ -17,7 +17,37 @@ thread_local! {
 }
 
 /// Encodes `data` against `base` at zstd `level`.
+///
+/// Two passes at most. The first uses zstd's `fast` matcher, which indexes
+/// the base at about half the cost of level 3's `dfast` (indexing the base
+/// was a fifth of a kissflow incremental backup). A chunk with a few edited
+/// records codes to almost nothing either way, so a first-pass frame of at
+/// most 1/[`QUICK_DIV`] of the chunk is kept. Denser edits (a stock table
+/// where many rows change) lose too much with `fast`: those are encoded
+/// again at the level's own parameters and the smaller frame is kept.
+/// Measured on one day of each kind, from the same repository
+/// (format-spec.md §6.4): kissflow 0.83–0.92 s → 0.72–0.78 s for 0.4 % more
+/// bytes, stockflow 5,287 → 5,420 KB a day at the same speed.
 pub fn encode(base: &[u8], data: &[u8], level: i32) -> Result<Vec<u8>, String> {
+    let quick = encode_with(base, data, level, true)?;
+    if quick.len().saturating_mul(QUICK_DIV) <= data.len() {
+        return Ok(quick);
+    }
+    let full = encode_with(base, data, level, false)?;
+    Ok(if full.len() < quick.len() {
+        full
+    } else {
+        quick
+    })
+}
+
+/// A first-pass delta at most this fraction of its chunk is kept.
+pub const QUICK_DIV: usize = 64;
+
+/// One zstd frame of `data` with `base` as its prefix: at `level`, or with
+/// the `fast` matcher (level 3's hash table size, minimum match 5) when
+/// `quick`.
+fn encode_with(base: &[u8], data: &[u8], level: i32, quick: bool) -> Result<Vec<u8>, String> {
     let name = |c| zstd::zstd_safe::get_error_name(c).to_string();
     DELTA_CCTX.with(|cell| {
         // A leaf call: nothing below re-enters this thread-local.
@@ -38,6 +68,14 @@ pub fn encode(base: &[u8], data: &[u8], level: i32) -> Result<Vec<u8>, String> {
             // blob id already authenticates the result.
             cctx.set_parameter(CParameter::ContentSizeFlag(true))
                 .map_err(|c| format!("zstd: {}", name(c)))?;
+            if quick {
+                cctx.set_parameter(CParameter::Strategy(zstd::zstd_safe::Strategy::ZSTD_fast))
+                    .map_err(|c| format!("zstd: {}", name(c)))?;
+                cctx.set_parameter(CParameter::HashLog(17))
+                    .map_err(|c| format!("zstd: {}", name(c)))?;
+                cctx.set_parameter(CParameter::MinMatch(5))
+                    .map_err(|c| format!("zstd: {}", name(c)))?;
+            }
             cctx.ref_prefix(prefix)
                 .map_err(|c| format!("zstd prefix: {}", name(c)))?;
             // Capacity, not length: zstd writes into it and sets the
@@ -153,6 +191,46 @@ mod tests {
         assert!(decode(&base, &f, data.len() + 1).is_err());
         let other = decode(&data, &f, data.len());
         assert!(other.map(|o| o != data).unwrap_or(true));
+    }
+
+    /// A sparse edit keeps the first, `fast` pass; dense edits are encoded
+    /// again at the level's own parameters and never come out larger than
+    /// that encoding. Both decode to the data.
+    #[test]
+    fn quick_pass_for_sparse_edits_full_pass_for_dense_ones() {
+        let base: Vec<u8> = (0..8000u32)
+            .flat_map(|i| format!("{i},sku-{:05},{},ok\n", i * 7919 % 100_000, i % 97).into_bytes())
+            .collect();
+        let mut sparse = base.clone();
+        sparse[40_000] = b'#';
+        let f = encode(&base, &sparse, 3).unwrap();
+        assert_eq!(
+            f,
+            encode_with(&base, &sparse, 3, true).unwrap(),
+            "kept the quick pass"
+        );
+        assert!(f.len() * QUICK_DIV <= sparse.len());
+        assert_eq!(decode(&base, &f, sparse.len()).unwrap(), sparse);
+        // Every row's quantity changes: far more than 1/64 of the chunk.
+        let dense: Vec<u8> = (0..8000u32)
+            .flat_map(|i| {
+                format!(
+                    "{i},sku-{:05},{},ok\n",
+                    i * 7919 % 100_000,
+                    (i * 31 + 5) % 89
+                )
+                .into_bytes()
+            })
+            .collect();
+        let f = encode(&base, &dense, 3).unwrap();
+        let full = encode_with(&base, &dense, 3, false).unwrap();
+        let quick = encode_with(&base, &dense, 3, true).unwrap();
+        assert!(
+            quick.len() * QUICK_DIV > dense.len(),
+            "dense edits are not quick"
+        );
+        assert_eq!(f.len(), full.len().min(quick.len()));
+        assert_eq!(decode(&base, &f, dense.len()).unwrap(), dense);
     }
 
     #[test]
