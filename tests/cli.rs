@@ -750,19 +750,11 @@ fn key_cache_flag_parses_and_uncache_needs_no_password() {
         serde_json::from_str(&e.ok(&["key", "list", "--json"])).unwrap();
     let id = keys[0]["id"].as_str().unwrap();
     let cached = arca::keycache::lookup(id, PASSWORD.as_bytes(), 60).is_some();
-    let o = e
-        .cmd(&["key", "uncache"])
-        .env_remove("ARCA_PASSWORD")
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let mut uncache = e.cmd(&["key", "uncache"]);
+    uncache.env_remove("ARCA_PASSWORD");
+    let out = e.ok_cmd(uncache);
     let dropped = if cached { "dropped 1" } else { "dropped 0" };
-    assert!(String::from_utf8_lossy(&o.stdout).contains(dropped));
+    assert!(out.contains(dropped));
     assert!(arca::keycache::lookup(id, PASSWORD.as_bytes(), 60).is_none());
 }
 
@@ -790,18 +782,11 @@ fn key_cache_is_on_by_default_for_stored_passwords() {
     // A password file, no --key-cache: cached.
     let pw_file = e.path("pw");
     std::fs::write(&pw_file, format!("{PASSWORD}\n")).unwrap();
-    let o = e
-        .cmd(&["snapshots"])
+    let mut from_file = e.cmd(&["snapshots"]);
+    from_file
         .env_remove("ARCA_PASSWORD")
-        .env("ARCA_PASSWORD_FILE", &pw_file)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .env("ARCA_PASSWORD_FILE", &pw_file);
+    e.ok_cmd(from_file);
     assert_eq!(
         cached(),
         usable,

@@ -74,6 +74,21 @@ impl Env {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Runs `c` (a [`Env::cmd`] with changes) and asserts it succeeded;
+    /// returns stdout.
+    pub fn ok_cmd(&self, mut c: Command) -> String {
+        let o = c.output().expect("run arca");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "arca {:?}\nstdout:\n{}\nstderr:\n{}",
+            c.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     pub fn init(&self) {
         self.ok(&["init"]);
     }
