@@ -227,10 +227,13 @@ pub fn open(key: &Secret32, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec
             "sealed message shorter than nonce and tag",
         ));
     }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    let mut n = [0u8; NONCE_LEN];
-    n.copy_from_slice(nonce);
-    let (cipher, inner) = xchacha(key, &n)?;
+    let Some((nonce, ct)) = sealed.split_first_chunk::<NONCE_LEN>() else {
+        return Err(Error::corrupt(
+            what,
+            "sealed message shorter than its nonce",
+        ));
+    };
+    let (cipher, inner) = xchacha(key, nonce)?;
     let mut out = ct.to_vec();
     let len = cipher
         .open_in_place(inner, Aad::from(aad), &mut out)

@@ -25,9 +25,10 @@ thread_local! {
 /// most 1/[`QUICK_DIV`] of the chunk is kept. Denser edits (a stock table
 /// where many rows change) lose too much with `fast`: those are encoded
 /// again at the level's own parameters and the smaller frame is kept.
-/// Measured on one day of each kind, from the same repository
-/// (format-spec.md §6.4): kissflow 0.83–0.92 s → 0.72–0.78 s for 0.4 % more
-/// bytes, stockflow 5,287 → 5,420 KB a day at the same speed.
+/// Measured on one day of each kind from the same base repository,
+/// alternating with the single `dfast` pass: kissflow 0.81–0.90 s →
+/// 0.72–0.79 s for 0.4 % more bytes, stockflow 0.72–0.92 s → 0.71–0.83 s
+/// and 5,291 → 5,420 KB a day.
 pub fn encode(base: &[u8], data: &[u8], level: i32) -> Result<Vec<u8>, String> {
     let quick = encode_with(base, data, level, true)?;
     if quick.len().saturating_mul(QUICK_DIV) <= data.len() {

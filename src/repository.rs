@@ -87,12 +87,8 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-fn new_key_file(password: &[u8], kdf: KdfParams, master: &MasterSecrets) -> Result<Vec<u8>> {
-    new_key_file_kek(password, kdf, master).map(|(bytes, _)| bytes)
-}
-
 /// A new key file and the key-encryption key derived for it.
-fn new_key_file_kek(
+fn new_key_file(
     password: &[u8],
     kdf: KdfParams,
     master: &MasterSecrets,
@@ -148,7 +144,7 @@ impl Repository {
         let keys = master.keys();
         // The key first, the config last: a repository exists once its config
         // does, and by then a key can open it.
-        let (kf, kek) = new_key_file_kek(password, opts.kdf, &master)?;
+        let (kf, kek) = new_key_file(password, opts.kdf, &master)?;
         let key_name = FileId::of(&kf).to_hex();
         backend.write(FileKind::Key, &key_name, &kf)?;
         let cf = seal_file(&keys.file, ObjectType::Config, &config.encode())?;
@@ -301,7 +297,7 @@ impl Repository {
 
     /// Adds a key file for `password`; returns its id.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
-        let kf = new_key_file(password, kdf, &self.master)?;
+        let (kf, _) = new_key_file(password, kdf, &self.master)?;
         let name = FileId::of(&kf).to_hex();
         self.backend.write(FileKind::Key, &name, &kf)?;
         Ok(name)

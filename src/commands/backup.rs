@@ -109,14 +109,12 @@ enum FileData {
 fn number_jobs(entries: &mut [Entry], jobs: &mut Vec<Job>) {
     for e in entries {
         match &mut e.kind {
-            Scanned::File(data, _) => {
-                if let FileData::Read(_) = data {
-                    if let FileData::Read(job) = std::mem::replace(data, FileData::Job(jobs.len()))
-                    {
-                        jobs.push(job);
-                    }
+            Scanned::File(data @ FileData::Read(_), _) => {
+                if let FileData::Read(job) = std::mem::replace(data, FileData::Job(jobs.len())) {
+                    jobs.push(job);
                 }
             }
+            Scanned::File(..) => {}
             Scanned::Dir(children) => number_jobs(children, jobs),
             Scanned::Symlink(_) => {}
         }

@@ -38,12 +38,6 @@ fn encode_clear(info: &KeyInfo) -> Vec<u8> {
     w.buf
 }
 
-/// Builds a key file wrapping `master` under a key derived from `password`.
-pub fn encode(info: &KeyInfo, password: &[u8], master: &MasterSecrets) -> Result<Vec<u8>> {
-    let kek = info.kdf.derive_kek(password, &info.salt)?;
-    encode_with_kek(info, &kek, master)
-}
-
 /// Builds a key file with an already derived key-encryption key.
 pub fn encode_with_kek(info: &KeyInfo, kek: &Secret32, master: &MasterSecrets) -> Result<Vec<u8>> {
     let mut out = encode_clear(info);
@@ -116,6 +110,12 @@ pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<MasterSecrets> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key file wrapping `master` under a key derived from `password`.
+    fn encode(info: &KeyInfo, password: &[u8], master: &MasterSecrets) -> Result<Vec<u8>> {
+        let kek = info.kdf.derive_kek(password, &info.salt)?;
+        encode_with_kek(info, &kek, master)
+    }
 
     fn small() -> KeyInfo {
         KeyInfo {
