@@ -221,26 +221,54 @@ fn xchacha(key: &Secret32, nonce: &[u8; NONCE_LEN]) -> Result<(LessSafeKey, Nonc
 /// Opens a message made by [`seal`]; fails on any change to the bytes, the
 /// key or the associated data. `what` names the object in the error.
 pub fn open(key: &Secret32, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<u8>> {
+    let (nonce, ct) = split_sealed(sealed, what)?;
+    let mut out = ct.to_vec();
+    let len = open_ciphertext(key, aad, nonce, &mut out, what)?;
+    out.truncate(len);
+    Ok(out)
+}
+
+/// [`open`] where the message lies: `sealed` is decrypted in place and the
+/// plaintext is returned as the part of it that holds it (no copy).
+pub fn open_in_place<'a>(
+    key: &Secret32,
+    aad: &[u8],
+    sealed: &'a mut [u8],
+    what: &str,
+) -> Result<&'a [u8]> {
+    let nonce = *split_sealed(sealed, what)?.0;
+    let ct = &mut sealed[NONCE_LEN..];
+    let len = open_ciphertext(key, aad, &nonce, ct, what)?;
+    Ok(&ct[..len])
+}
+
+/// A sealed message's nonce and the ciphertext with its tag.
+fn split_sealed<'a>(sealed: &'a [u8], what: &str) -> Result<(&'a [u8; NONCE_LEN], &'a [u8])> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(Error::corrupt(
             what,
             "sealed message shorter than nonce and tag",
         ));
     }
-    let Some((nonce, ct)) = sealed.split_first_chunk::<NONCE_LEN>() else {
-        return Err(Error::corrupt(
-            what,
-            "sealed message shorter than its nonce",
-        ));
-    };
+    sealed
+        .split_first_chunk::<NONCE_LEN>()
+        .ok_or_else(|| Error::corrupt(what, "sealed message shorter than its nonce"))
+}
+
+/// Authenticates and decrypts `ct` (ciphertext and tag) in place; returns
+/// the plaintext's length.
+fn open_ciphertext(
+    key: &Secret32,
+    aad: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    ct: &mut [u8],
+    what: &str,
+) -> Result<usize> {
     let (cipher, inner) = xchacha(key, nonce)?;
-    let mut out = ct.to_vec();
-    let len = cipher
-        .open_in_place(inner, Aad::from(aad), &mut out)
+    Ok(cipher
+        .open_in_place(inner, Aad::from(aad), ct)
         .map_err(|_| Error::corrupt(what, "authentication failed (wrong key or damaged bytes)"))?
-        .len();
-    out.truncate(len);
-    Ok(out)
+        .len())
 }
 
 /// Argon2id parameters stored in a key file (format-spec.md §5.1).

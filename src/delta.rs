@@ -105,8 +105,9 @@ pub fn level(config_level: i32) -> i32 {
 }
 
 thread_local! {
-    /// One decompression context per thread, reused: creating one per blob
-    /// allocates and faults in over 100 KiB each time.
+    /// One decompression context per thread, for deltas and whole frames,
+    /// reused: creating one per blob allocates and faults in over 100 KiB
+    /// each time (it showed as 7 % of a restore's CPU).
     static DCTX: std::cell::RefCell<DCtx<'static>> = std::cell::RefCell::new(DCtx::create());
 }
 
@@ -143,32 +144,95 @@ pub fn decode(base: &[u8], frame: &[u8], raw_len: usize) -> Result<Vec<u8>, Stri
     Ok(out)
 }
 
-thread_local! {
-    /// One decompressor per thread for whole blobs, reused for the same
-    /// reason as [`DCTX`] (it showed as 7 % of a restore's CPU).
-    static WHOLE: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+/// Appends the plaintext of a whole zstd frame, exactly `raw_len` bytes,
+/// to `out`. On error `out` is left as it was.
+pub fn decompress_append(frame: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    append_with(None, frame, raw_len, out)
+}
+
+/// Appends the plaintext of a delta frame made by [`encode`], exactly
+/// `raw_len` bytes, to `out`, whose bytes in `base` are the base and must
+/// end where `out` ends. The base and the output are then one window to
+/// zstd, whose matches into it are plain copies within the buffer rather
+/// than the slower external-dictionary path of [`decode`] (stockflow's
+/// chain links: 0.080 against 0.055 ms each). On error `out` is left as it
+/// was.
+pub fn decode_append(
+    base: std::ops::Range<usize>,
+    frame: &[u8],
+    raw_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    if base.end != out.len() || base.start > base.end {
+        return Err(format!(
+            "delta base at {base:?} does not end the buffer of {} bytes",
+            out.len()
+        ));
+    }
+    append_with(Some(base), frame, raw_len, out)
+}
+
+fn append_with(
+    base: Option<std::ops::Range<usize>>,
+    frame: &[u8],
+    raw_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let err = |c| format!("zstd: {}", zstd::zstd_safe::get_error_name(c));
+    // Reserved first: a reallocation moves the base with the rest, so the
+    // prefix below is taken from the buffer as it will stay.
+    out.reserve(raw_len);
+    let start = out.len();
+    let r = DCTX.with(|d| {
+        // A leaf call: nothing below re-enters this thread-local.
+        let mut d = d.borrow_mut();
+        let r = (|| {
+            d.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters)
+                .map_err(err)?;
+            if let Some(b) = &base {
+                // SAFETY: `b` lies within `out`'s initialized bytes (checked
+                // by the caller against `out.len()`), and nothing moves or
+                // frees the buffer until the reset below drops the
+                // reference: the writes go to its spare capacity, after
+                // `b`, through `Vec::as_mut_ptr`, which leaves pointers
+                // from `Vec::as_ptr` valid. The `'static` lifetime is only
+                // what the reused context's type asks for (as in
+                // [`encode`]).
+                #[allow(unsafe_code)]
+                let prefix: &'static [u8] = unsafe {
+                    std::slice::from_raw_parts(out.as_ptr().add(b.start), b.end - b.start)
+                };
+                d.ref_prefix(prefix).map_err(err)?;
+            }
+            // Written into the spare capacity after `start`, never zeroed
+            // first; more than `raw_len` bytes is an error below.
+            let mut cur = std::io::Cursor::new(&mut *out);
+            cur.set_position(start as u64);
+            d.decompress(&mut cur, frame).map_err(err)
+        })();
+        let _ = d.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters);
+        r
+    });
+    match r {
+        Ok(n) if n == raw_len && out.len() == start + raw_len => Ok(()),
+        Ok(n) => {
+            out.truncate(start);
+            Err(format!(
+                "zstd frame decodes to {n} bytes, expected {raw_len}"
+            ))
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
 }
 
 /// Decompresses one whole zstd frame of exactly `raw_len` bytes.
 pub fn decompress_whole(frame: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
-    WHOLE.with(|w| {
-        let mut w = w.borrow_mut();
-        if w.is_none() {
-            *w = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
-        }
-        let d = w.as_mut().ok_or("zstd: no decompressor")?;
-        let out = d
-            .decompress(frame, raw_len)
-            .map_err(|e| format!("zstd: {e}"))?;
-        if out.len() != raw_len {
-            return Err(format!(
-                "zstd frame decodes to {} bytes, expected {raw_len}",
-                out.len()
-            ));
-        }
-        Ok(out)
-    })
+    let mut out = Vec::with_capacity(raw_len);
+    decompress_append(frame, raw_len, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -232,6 +296,41 @@ mod tests {
         );
         assert_eq!(f.len(), full.len().min(quick.len()));
         assert_eq!(decode(&base, &f, dense.len()).unwrap(), dense);
+    }
+
+    /// The contiguous decoder gives the same bytes as the external-prefix
+    /// one, needs its base to end the buffer, and leaves the buffer as it
+    /// was when the frame does not make exactly the expected length.
+    #[test]
+    fn append_after_the_base_in_one_buffer() {
+        let base: Vec<u8> = (0..3000u32)
+            .flat_map(|i| format!("{i},row {},x\n", i % 17).into_bytes())
+            .collect();
+        let mut data = base.clone();
+        data[777] = b'#';
+        data.extend_from_slice(b"3000,row new,y\n");
+        let f = encode(&base, &data, 3).unwrap();
+        let mut out = b"head".to_vec();
+        out.extend_from_slice(&base);
+        let b = 4..out.len();
+        decode_append(b.clone(), &f, data.len(), &mut out).unwrap();
+        assert_eq!(&out[b.end..], &data[..]);
+        assert_eq!(decode(&base, &f, data.len()).unwrap(), data);
+        // The base must end the buffer.
+        assert!(decode_append(0..4, &f, data.len(), &mut out).is_err());
+        // One byte short or long: an error, and nothing appended.
+        let mut out = base.clone();
+        for n in [data.len() - 1, data.len() + 1] {
+            assert!(decode_append(0..base.len(), &f, n, &mut out).is_err());
+            assert_eq!(out, base);
+        }
+        // Whole frames append after what is there.
+        let z = zstd::bulk::compress(&data, 1).unwrap();
+        let mut out = b"x".to_vec();
+        decompress_append(&z, data.len(), &mut out).unwrap();
+        assert_eq!(&out[1..], &data[..]);
+        assert!(decompress_append(&z, data.len() + 1, &mut out).is_err());
+        assert_eq!(out.len(), 1 + data.len());
     }
 
     #[test]

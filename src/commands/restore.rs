@@ -153,6 +153,16 @@ impl Walk<'_> {
 /// default chunks, plenty for both cores, and a bounded layout.
 const RESTORE_WINDOW: usize = 1024;
 
+thread_local! {
+    /// Each thread's decoding buffer, reused from blob to blob: decoded
+    /// into, written from, never allocated or faulted in again.
+    static PLAIN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A decoding buffer larger than this (after a chain of unusually large
+/// blobs) is freed rather than kept for the next blob.
+const KEEP_BUFFER: usize = 16 << 20;
+
 fn write_file(repo: &IndexedRepository, job: &FileJob, progress: &dyn Progress) -> Result<u64> {
     let NodeKind::File { chunks } = &job.node.kind else {
         return Ok(0);
@@ -194,11 +204,18 @@ fn write_file(repo: &IndexedRepository, job: &FileJob, progress: &dyn Progress) 
         }
         locs.par_iter().try_for_each(|(off, loc)| {
             check_interrupt()?;
-            let data = repo.read_blob_at(loc).map_err(in_file)?;
-            f.write_all_at(&data, *off)
-                .map_err(|e| Error::io(&job.path, e))?;
-            progress.inc(data.len() as u64);
-            Ok::<(), Error>(())
+            PLAIN.with(|buf| {
+                // A leaf: nothing below re-enters this thread-local.
+                let mut buf = buf.borrow_mut();
+                let r = repo.read_blob_into(loc, &mut buf).map_err(in_file)?;
+                f.write_all_at(&buf[r.clone()], *off)
+                    .map_err(|e| Error::io(&job.path, e))?;
+                progress.inc(r.len() as u64);
+                if buf.capacity() > KEEP_BUFFER {
+                    *buf = Vec::new();
+                }
+                Ok::<(), Error>(())
+            })
         })?;
     }
     // The chunks are the content: a size recorded otherwise (by a writer

@@ -320,39 +320,96 @@ pub fn decode_blob(
     base: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let (what, payload) = open_payload(keys, entry, sealed, pack)?;
+    let mut out = Vec::with_capacity(entry.raw_length as usize);
+    decode_payload(entry, &what, &payload, base.map(Base::Slice), &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_blob`] into a buffer: opens `sealed` in place and appends the
+/// blob's plaintext to `out`, returning where it lies. A delta's base must
+/// be the bytes of `out` in `base`, ending where `out` ends (see
+/// [`crate::delta::decode_append`]). The plaintext is not hashed.
+pub fn decode_into(
+    keys: &Keys,
+    entry: &BlobEntry,
+    sealed: &mut [u8],
+    pack: &PackId,
+    base: Option<std::ops::Range<usize>>,
+    out: &mut Vec<u8>,
+) -> Result<std::ops::Range<usize>> {
+    let what = blob_what(entry, pack);
+    let payload = crypto::open_in_place(
+        &keys.blob,
+        &blob_aad(entry.kind, &entry.id, entry.delta.as_ref()),
+        sealed,
+        &what,
+    )?;
+    let start = out.len();
+    decode_payload(entry, &what, payload, base.map(Base::Tail), out)?;
+    Ok(start..out.len())
+}
+
+/// Where a delta's base is: its own bytes, or the bytes of the output
+/// buffer in this range, which ends the buffer.
+enum Base<'a> {
+    Slice(&'a [u8]),
+    Tail(std::ops::Range<usize>),
+}
+
+/// Appends the plaintext of an opened payload (encoding byte, then data)
+/// to `out`: exactly the entry's raw length, in the encoding its kind
+/// allows.
+fn decode_payload(
+    entry: &BlobEntry,
+    what: &str,
+    payload: &[u8],
+    base: Option<Base>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let (&encoding, data) = payload
         .split_first()
-        .ok_or_else(|| Error::corrupt(&what, "empty payload"))?;
+        .ok_or_else(|| Error::corrupt(what, "empty payload"))?;
     let raw = entry.raw_length as usize;
-    let plain = match (encoding, &entry.delta) {
-        (ENCODING_RAW, None) => data.to_vec(),
+    match (encoding, &entry.delta) {
+        (ENCODING_RAW, None) => {
+            if data.len() != raw {
+                return Err(Error::corrupt(
+                    what,
+                    format!("plaintext is {} bytes, trailer says {raw}", data.len()),
+                ));
+            }
+            out.extend_from_slice(data);
+        }
         (ENCODING_ZSTD, None) => {
-            crate::delta::decompress_whole(data, raw).map_err(|e| Error::corrupt(&what, e))?
+            crate::delta::decompress_append(data, raw, out).map_err(|e| Error::corrupt(what, e))?
         }
         (ENCODING_ZSTD_DELTA, Some(d)) => {
-            let base = base.ok_or_else(|| {
-                Error::Invalid(format!("{what}: delta opened without its base {}", d.base))
-            })?;
-            crate::delta::decode(base, data, raw).map_err(|e| Error::corrupt(&what, e))?
+            let r = match base {
+                Some(Base::Slice(b)) => crate::delta::decode(b, data, raw).map(|p| {
+                    if out.is_empty() {
+                        *out = p;
+                    } else {
+                        out.extend_from_slice(&p);
+                    }
+                }),
+                Some(Base::Tail(r)) => crate::delta::decode_append(r, data, raw, out),
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "{what}: delta opened without its base {}",
+                        d.base
+                    )))
+                }
+            };
+            r.map_err(|e| Error::corrupt(what, e))?;
         }
         (other, _) => {
             return Err(Error::corrupt(
-                &what,
+                what,
                 format!("encoding {other} is not valid for this blob kind"),
             ))
         }
-    };
-    if plain.len() != entry.raw_length as usize {
-        return Err(Error::corrupt(
-            &what,
-            format!(
-                "plaintext is {} bytes, trailer says {}",
-                plain.len(),
-                entry.raw_length
-            ),
-        ));
     }
-    Ok(plain)
+    Ok(())
 }
 
 /// Authenticates a sealed blob against its entry without decoding it: its
