@@ -57,6 +57,10 @@ pub struct Appender {
     direct: Option<(File, Staging)>,
     /// Bytes written to the file so far (not counting the staging block).
     pos: u64,
+    /// Tests: direct writes that succeed before one is refused with
+    /// `EINVAL`, as a file system may refuse one mid-file.
+    #[cfg(test)]
+    refuse_after: Option<usize>,
 }
 
 impl Appender {
@@ -80,6 +84,8 @@ impl Appender {
             buffered,
             direct,
             pos: 0,
+            #[cfg(test)]
+            refuse_after: None,
         })
     }
 
@@ -119,7 +125,25 @@ impl Appender {
         };
         debug_assert_eq!(n % ALIGN, 0);
         let bytes = &staging.mem[staging.start..staging.start + n];
-        match file.write_all_at(bytes, self.pos) {
+        #[cfg(not(test))]
+        let result = file.write_all_at(bytes, self.pos);
+        #[cfg(test)]
+        let result = match self.refuse_after.as_mut() {
+            Some(0) => {
+                // Refused after something reached the file (other bytes
+                // than asked, to tell them apart): the fallback must write
+                // over all of it.
+                let junk: Vec<u8> = bytes[..ALIGN].iter().map(|b| !b).collect();
+                self.buffered.write_all_at(&junk, self.pos)?;
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            }
+            Some(k) => {
+                *k -= 1;
+                file.write_all_at(bytes, self.pos)
+            }
+            None => file.write_all_at(bytes, self.pos),
+        };
+        match result {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 // What a partial direct write may have put there is
@@ -191,6 +215,28 @@ mod tests {
         }
         // Creating over an existing file is refused, as for any upload.
         assert!(Appender::create(&dir.path().join("ftrue"), true).is_err());
+    }
+
+    /// A direct write refused mid-file (`EINVAL`): that block and every
+    /// later byte go through the ordinary handle, and the file is whole.
+    #[test]
+    fn a_refused_direct_write_falls_back_mid_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for after in [0usize, 1, 2] {
+            let path = dir.path().join(format!("r{after}"));
+            let mut a = Appender::create(&path, true).unwrap();
+            if !a.is_direct() {
+                return; // no O_DIRECT here (tmpfs): nothing to refuse
+            }
+            a.refuse_after = Some(after);
+            let want = crate::testutil::noise(4 * BLOCK + 12_345, after as u64 + 7);
+            for piece in want.chunks(300_001) {
+                a.write(piece).unwrap();
+            }
+            assert!(!a.is_direct(), "buffered after the refusal");
+            a.finish().unwrap().sync_all().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), want, "refused after {after}");
+        }
     }
 
     /// An empty file and one shorter than the alignment.
