@@ -834,7 +834,6 @@ pub fn default_cache_root() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::MemoryBackend;
     use crate::session::WriteSession;
 
     /// `rows` CSV rows; rows `r` with `r % 97 == edit % 97` carry `edit`.
@@ -854,15 +853,7 @@ mod tests {
     #[test]
     fn chains_decode_in_a_bounded_buffer() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = InitOptions {
-            kdf: KdfParams::CHEAPEST,
-            ..InitOptions::default()
-        };
-        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        let repo = Repository::init(backend, b"pw", &opts)
-            .unwrap()
-            .open_index(dir.path())
-            .unwrap();
+        let repo = crate::testutil::memory_repo(dir.path(), InitOptions::default()).unwrap();
         let versions: Vec<Vec<u8>> = (0..5).map(|v| table(38_000, v * 31)).collect();
         let total: usize = versions.iter().map(Vec::len).sum();
         assert!(versions

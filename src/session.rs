@@ -659,23 +659,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::MemoryBackend;
-    use crate::crypto::KdfParams;
-    use crate::repository::{InitOptions, Repository};
+    use crate::repository::InitOptions;
 
     #[test]
     fn ids_leave_pending_once_indexed_and_are_never_stored_twice() {
         let dir = tempfile::tempdir().unwrap();
         let opts = InitOptions {
-            kdf: KdfParams::CHEAPEST,
             pack_target: 1 << 16,
             ..InitOptions::default()
         };
-        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        let repo = Repository::init(backend, b"pw", &opts)
-            .unwrap()
-            .open_index(dir.path())
-            .unwrap();
+        let repo = crate::testutil::memory_repo(dir.path(), opts).unwrap();
         let mut session = WriteSession::start(&repo).unwrap();
         let blob = |i: u64| crate::testutil::noise(40_000, i);
         let (first, new) = session.add_blob(BlobKind::Data, &blob(0)).unwrap();

@@ -14,3 +14,18 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A repository in memory, made with `opts` but the cheapest key
+/// derivation, with its index cache in `cache_dir`.
+pub fn memory_repo(
+    cache_dir: &std::path::Path,
+    opts: crate::repository::InitOptions,
+) -> crate::Result<crate::repository::IndexedRepository> {
+    let opts = crate::repository::InitOptions {
+        kdf: crate::crypto::KdfParams::CHEAPEST,
+        ..opts
+    };
+    let backend: std::sync::Arc<dyn crate::backend::Backend> =
+        std::sync::Arc::new(crate::backend::MemoryBackend::new());
+    crate::repository::Repository::init(backend, b"pw", &opts)?.open_index(cache_dir)
+}
