@@ -179,9 +179,13 @@ enum Cmd {
         /// Restore only this path of the snapshot (repeatable).
         #[arg(long)]
         include: Vec<String>,
-        /// With "latest": the account whose latest snapshot to restore.
+        /// With "latest" or --at: the account whose snapshot to restore.
         #[arg(long)]
         account: Option<String>,
+        /// The state at this time: the newest snapshot at or before it
+        /// (RFC 3339 or YYYY-MM-DD[THH:MM:SS], UTC).
+        #[arg(long)]
+        at: Option<String>,
     },
     /// Export a snapshot as CSV or JSON tables in ZIP file(s) (README "Export").
     Export(Box<ExportArgs>),
@@ -535,7 +539,7 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> CliResult<()> {
     let repo = open(cli)?;
     let _lock = lock::acquire(&repo, false, "export")?;
     let repo = indexed(cli, repo)?;
-    let (id, snap) = export::pick_snapshot(&repo, &a.snapshot, a.account.as_deref(), at)?;
+    let (id, snap) = arca::commands::pick_snapshot(&repo, &a.snapshot, a.account.as_deref(), at)?;
     let output = match &a.output {
         Some(o) => o.clone(),
         None => export::default_output(Path::new("."), &snap),
@@ -986,11 +990,14 @@ fn run(cli: &Cli) -> CliResult<i32> {
             target,
             include,
             account,
+            at,
         } => {
+            let at = at.as_deref().map(parse_time).transpose()?.map(|t| t.0);
             let repo = open(cli)?;
             let _lock = lock::acquire(&repo, false, "restore")?;
             let repo = indexed(cli, repo)?;
-            let (id, snap) = repo.find_snapshot(snapshot, account.as_deref())?;
+            let (id, snap) =
+                arca::commands::pick_snapshot(&repo, snapshot, account.as_deref(), at)?;
             let bar = Bar::new(cli, true);
             let st = restore::restore(
                 &repo,

@@ -858,3 +858,82 @@ fn unwritable_output_is_an_error_or_quiet_never_a_panic() {
         .unwrap();
     assert_eq!(o.status.code(), Some(10));
 }
+
+/// `restore --at` brings back the state at a point in time: the newest
+/// snapshot at or before it, of the account given.
+#[test]
+fn restore_at_a_time_brings_back_the_state_then() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    for day in 0..3 {
+        backup_day(&e, &src, day, 0.05);
+    }
+    // Another account's snapshot, newer than acme's at 12:30, is not taken.
+    backup_at(&e, &src, "2024-03-02T12:00:00Z");
+    let other = e.path("other");
+    gen(&other, 0, 0.02);
+    e.ok(&[
+        "backup",
+        other.to_str().unwrap(),
+        "--account",
+        "zeta",
+        "--time",
+        "2024-03-02T12:15:00Z",
+    ]);
+    let restore_at = |at: &str, day: u32| {
+        let out = e.path(&format!("at-{at}"));
+        let o = e.ok(&[
+            "restore",
+            "latest",
+            "--account",
+            "acme",
+            "--at",
+            at,
+            "--target",
+            out.to_str().unwrap(),
+        ]);
+        let want = e.path(&format!("want-{day}"));
+        if !want.exists() {
+            gen(&want, day, 0.05);
+        }
+        same_tree(&want, &out);
+        o
+    };
+    // Between snapshots, at a snapshot's very second, after the last.
+    restore_at("2024-03-01T20:00:00Z", 0);
+    restore_at("2024-03-02T02:00:00", 1);
+    restore_at("2024-03-02T12:30:00Z", 2); // day 2's tree backed up at 12:00
+    restore_at("2025-01-01", 2);
+    // Before the first snapshot: an error, and nothing written.
+    let none = e.path("none");
+    let o = e.run(&[
+        "restore",
+        "latest",
+        "--account",
+        "acme",
+        "--at",
+        "2024-02-01",
+        "--target",
+        none.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no snapshot at or before 2024-02-01"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!none.exists());
+    // A snapshot id and a time together are refused.
+    let id = e.snapshots_json()[0]["id"].as_str().unwrap().to_string();
+    let o = e.run(&[
+        "restore",
+        &id,
+        "--at",
+        "2024-03-02",
+        "--target",
+        none.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not both"));
+}

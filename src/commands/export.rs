@@ -108,28 +108,6 @@ pub struct ExportReport {
     pub duration_ms: u64,
 }
 
-/// Picks the snapshot: `spec` as in restore ("latest" or an id prefix),
-/// or with `at` the newest one at or before that time (unix seconds).
-pub fn pick_snapshot(
-    repo: &Repository,
-    spec: &str,
-    account: Option<&str>,
-    at: Option<i64>,
-) -> Result<(SnapshotId, Snapshot)> {
-    let Some(at) = at else {
-        return repo.find_snapshot(spec, account);
-    };
-    if spec != "latest" {
-        return Err(Error::Invalid(
-            "give either a snapshot id or --at, not both".into(),
-        ));
-    }
-    repo.snapshots()?
-        .into_iter()
-        .rfind(|(_, s)| account.is_none_or(|a| s.account == a) && s.time <= at)
-        .ok_or_else(|| Error::Invalid(format!("no snapshot at or before {}", format_time(at, 0))))
-}
-
 fn collect_files(
     repo: &IndexedRepository,
     tree: &BlobId,

@@ -13,6 +13,9 @@ pub mod stats;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
+use crate::id::SnapshotId;
+use crate::repository::Repository;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -46,6 +49,29 @@ pub trait Progress: Sync {
 /// Reports nothing.
 pub struct NoProgress;
 impl Progress for NoProgress {}
+
+/// Picks the snapshot for `restore` and `export`: `spec` is "latest" or an
+/// id prefix; with `at` (unix seconds, and `spec` "latest") it is the
+/// newest snapshot at or before that time, of `account` when given.
+pub fn pick_snapshot(
+    repo: &Repository,
+    spec: &str,
+    account: Option<&str>,
+    at: Option<i64>,
+) -> Result<(SnapshotId, Snapshot)> {
+    let Some(at) = at else {
+        return repo.find_snapshot(spec, account);
+    };
+    if spec != "latest" {
+        return Err(Error::Invalid(
+            "give either a snapshot id or --at, not both".into(),
+        ));
+    }
+    repo.snapshots()?
+        .into_iter()
+        .rfind(|(_, s)| account.is_none_or(|a| s.account == a) && s.time <= at)
+        .ok_or_else(|| Error::Invalid(format!("no snapshot at or before {}", format_time(at, 0))))
+}
 
 /// Parses a time argument: RFC 3339 (`2024-03-01T02:00:00Z`,
 /// `…+01:00`), or `YYYY-MM-DDTHH:MM:SS` / `YYYY-MM-DD HH:MM:SS` / `YYYY-MM-DD`
