@@ -33,7 +33,7 @@ fn main() -> Result<()> {
     let Some((id, snap)) = snapshots.iter().max_by_key(|(_, s)| (s.time, s.nanos)) else {
         bail!("no snapshot");
     };
-    // Every chunk of every file, in tree order.
+    // Every chunk of every file.
     let mut locs: Vec<Location> = Vec::new();
     let mut trees = vec![snap.tree];
     while let Some(t) = trees.pop() {

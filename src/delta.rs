@@ -228,13 +228,6 @@ fn append_with(
     }
 }
 
-/// Decompresses one whole zstd frame of exactly `raw_len` bytes.
-pub fn decompress_whole(frame: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(raw_len);
-    decompress_append(frame, raw_len, &mut out)?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

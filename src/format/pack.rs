@@ -277,13 +277,19 @@ pub fn open_blob(
     base: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let plain = decode_blob(keys, entry, sealed, pack, base)?;
-    if keys.blob_id(&plain) != entry.id {
+    verify_id(keys, entry, pack, &plain)?;
+    Ok(plain)
+}
+
+/// Fails unless `plain` hashes to the entry's id.
+pub fn verify_id(keys: &Keys, entry: &BlobEntry, pack: &PackId, plain: &[u8]) -> Result<()> {
+    if keys.blob_id(plain) != entry.id {
         return Err(Error::corrupt(
             blob_what(entry, pack),
             "plaintext does not hash to the blob id",
         ));
     }
-    Ok(plain)
+    Ok(())
 }
 
 /// How messages name a blob: its pack, id and offset.
@@ -385,12 +391,11 @@ fn decode_payload(
         }
         (ENCODING_ZSTD_DELTA, Some(d)) => {
             let r = match base {
+                // Only `decode_blob` passes a base of its own, with an
+                // empty `out`: the decoded vector becomes it.
                 Some(Base::Slice(b)) => crate::delta::decode(b, data, raw).map(|p| {
-                    if out.is_empty() {
-                        *out = p;
-                    } else {
-                        out.extend_from_slice(&p);
-                    }
+                    debug_assert!(out.is_empty());
+                    *out = p;
                 }),
                 Some(Base::Tail(r)) => crate::delta::decode_append(r, data, raw, out),
                 None => {
