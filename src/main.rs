@@ -204,6 +204,16 @@ enum Cmd {
         #[arg(long, value_name = "P%")]
         read_data_subset: Option<String>,
     },
+    /// Show the snapshots as a read-only file system (FUSE) until unmounted
+    /// (Ctrl-C or `fusermount3 -u MOUNTPOINT`): accounts/<account>/<time>/,
+    /// accounts/<account>/latest, ids/<id>.
+    Mount {
+        /// An existing directory to mount on.
+        mountpoint: PathBuf,
+        /// Only this account's snapshots.
+        #[arg(long)]
+        account: Option<String>,
+    },
     /// Show sizes: logical, stored, dedup and compression ratios.
     Stats {
         /// Only this account.
@@ -1113,6 +1123,31 @@ fn run(cli: &Cli) -> CliResult<i32> {
             if !rep.ok() {
                 return Ok(exit::DAMAGE);
             }
+        }
+        Cmd::Mount {
+            mountpoint,
+            account,
+        } => {
+            let repo = open(cli)?;
+            // Shared, for as long as the mount lasts: prune waits for it.
+            let _lock = lock::acquire(&repo, false, "mount")?;
+            let repo = Arc::new(indexed(cli, repo)?);
+            arca::commands::mount::mount(
+                repo,
+                mountpoint,
+                arca::commands::mount::MountOptions {
+                    account: account.clone(),
+                    ..Default::default()
+                },
+                || {
+                    errln!(
+                        "arca: snapshots mounted read-only at {}; Ctrl-C or `fusermount3 -u {}` unmounts",
+                        mountpoint.display(),
+                        mountpoint.display()
+                    )
+                },
+            )?;
+            say(cli, &format!("unmounted {}", mountpoint.display()));
         }
         Cmd::Stats { account } => {
             let repo = open(cli)?;

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod check;
 pub mod export;
 pub mod forget;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod restore;

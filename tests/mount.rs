@@ -1,0 +1,250 @@
+//! `arca mount` through the kernel's FUSE. These tests need /dev/fuse (and
+//! fusermount3 when not root); where FUSE cannot be had, set
+//! ARCA_SKIP_FUSE_TESTS=1 to skip them by name rather than fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn fuse_or_skip(test: &str) -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("ARCA_SKIP_FUSE_TESTS").is_some(),
+        "{test}: /dev/fuse is missing (set ARCA_SKIP_FUSE_TESTS=1 to skip)"
+    );
+    eprintln!("{test}: skipped, no /dev/fuse");
+    false
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let dir = std::fs::canonicalize(dir).unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+}
+
+/// A running `arca mount`, unmounted when dropped.
+struct Mounted {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Mounted {
+    fn start(e: &Env, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = e
+            .cmd(&["mount", dir.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut m = Mounted {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+        };
+        let t0 = Instant::now();
+        while !dir.join("accounts").exists() {
+            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                let o = m.child.take().unwrap().wait_with_output().unwrap();
+                panic!(
+                    "arca mount exited with {st}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "mount not up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// Ctrl-C: unmounts and exits 0.
+    fn stop(mut self) -> String {
+        let child = self.child.take().unwrap();
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(!is_mounted(&self.dir), "still mounted after Ctrl-C");
+        err
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn mounted_snapshots_read_as_their_sources_and_refuse_writes() {
+    if !fuse_or_skip("mounted_snapshots_read_as_their_sources_and_refuse_writes") {
+        return;
+    }
+    let e = Env::new();
+    e.init();
+    let (day0, day1) = (e.path("day0"), e.path("day1"));
+    gen(&day0, 0, 0.05);
+    gen(&day1, 1, 0.05);
+    std::fs::set_permissions(
+        day1.join("users.csv"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("orders.csv", day1.join("latest-orders")).unwrap();
+    backup_at(&e, &day0, "2024-03-01T02:00:00Z");
+    backup_at(&e, &day1, "2024-03-02T02:00:00Z");
+
+    let mnt = e.path("mnt");
+    let m = Mounted::start(&e, &mnt);
+    let acme = mnt.join("accounts/acme");
+    let mut names: Vec<String> = std::fs::read_dir(&acme)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["2024-03-01T02:00:00Z", "2024-03-02T02:00:00Z", "latest"]
+    );
+    // Content, modes, mtimes and links, as the sources have them.
+    same_tree(&day0, &acme.join("2024-03-01T02:00:00Z"));
+    same_tree(&day1, &acme.join("latest"));
+    let ids: Vec<PathBuf> = std::fs::read_dir(mnt.join("ids"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        let orders = std::fs::read(id.join("orders.csv")).unwrap();
+        assert!(
+            orders == std::fs::read(day0.join("orders.csv")).unwrap()
+                || orders == std::fs::read(day1.join("orders.csv")).unwrap()
+        );
+    }
+
+    // Read-only.
+    let w = std::fs::write(acme.join("latest/orders.csv"), b"x").unwrap_err();
+    assert_eq!(w.raw_os_error(), Some(libc_erofs()), "{w}");
+    let w = std::fs::create_dir(acme.join("latest/new")).unwrap_err();
+    assert_eq!(w.raw_os_error(), Some(libc_erofs()), "{w}");
+
+    // The mount holds a shared lock: prune waits, restore does not.
+    let o = e.run(&["prune"]);
+    assert_eq!(
+        o.status.code(),
+        Some(11),
+        "prune while mounted: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = e.path("out");
+    e.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&day1, &out);
+
+    let err = m.stop();
+    assert!(err.contains("mounted read-only at"), "{err}");
+    // The lock went with it.
+    e.ok(&["prune"]);
+}
+
+fn libc_erofs() -> i32 {
+    30
+}
+
+#[test]
+fn a_damaged_chunk_fails_its_read_with_eio_and_the_mount_stays_up() {
+    if !fuse_or_skip("a_damaged_chunk_fails_its_read_with_eio_and_the_mount_stays_up") {
+        return;
+    }
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.02);
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    let victim = packs(&e.repo())
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&victim, &bytes).unwrap();
+
+    let mnt = e.path("mnt");
+    let m = Mounted::start(&e, &mnt);
+    let root = mnt.join("accounts/a/latest");
+    let (mut good, mut bad) = (0, 0);
+    for f in std::fs::read_dir(&root).unwrap() {
+        let p = f.unwrap().path();
+        if !p.is_file() {
+            continue;
+        }
+        match std::fs::read(&p) {
+            Ok(d) => {
+                assert_eq!(d, std::fs::read(src.join(p.file_name().unwrap())).unwrap());
+                good += 1;
+            }
+            Err(err) => {
+                assert_eq!(
+                    err.raw_os_error(),
+                    Some(5),
+                    "EIO for {}: {err}",
+                    p.display()
+                );
+                bad += 1;
+            }
+        }
+    }
+    assert!(bad >= 1, "the damaged chunk's file fails");
+    assert!(good >= 1, "the other files still read");
+    let err = m.stop();
+    assert!(
+        err.contains("corrupt repository data"),
+        "the cause is logged: {err}"
+    );
+}
+
+#[test]
+fn mount_errors_have_their_exit_codes() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.01);
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    let missing = e.path("no-such-dir");
+    let o = e.run(&["mount", missing.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(13),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let file = src.join("orders.csv");
+    let o = e.run(&["mount", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory"));
+    let dir = e.path("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let o = e.run_pw("wrong", &["mount", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(12));
+}
