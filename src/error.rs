@@ -26,7 +26,7 @@ pub mod exit {
     pub const LOCKED: i32 = 11;
     /// No key file opens with the given password.
     pub const WRONG_PASSWORD: i32 = 12;
-    /// A source or include path does not exist.
+    /// A source or include path, a table, or a record does not exist.
     pub const MISSING_PATH: i32 = 13;
     /// Repository data failed to decode or authenticate (corrupt or truncated).
     pub const CORRUPT: i32 = 14;
@@ -56,6 +56,9 @@ pub enum Error {
     /// A path given by the user does not exist.
     #[error("path not found: {}", .0.display())]
     MissingPath(PathBuf),
+    /// Nothing matched what was asked for (no record with these values).
+    #[error("{0}")]
+    NotFound(String),
     /// Stored bytes failed to parse, authenticate or verify.
     #[error("corrupt repository data: {what}: {reason}")]
     Corrupt {
@@ -113,7 +116,7 @@ impl Error {
             Error::NoRepository(_) => exit::NO_REPOSITORY,
             Error::WrongPassword => exit::WRONG_PASSWORD,
             Error::Locked(_) => exit::LOCKED,
-            Error::MissingPath(_) => exit::MISSING_PATH,
+            Error::MissingPath(_) | Error::NotFound(_) => exit::MISSING_PATH,
             Error::Corrupt { .. } => exit::CORRUPT,
             Error::Unsupported(_) => exit::UNSUPPORTED,
             Error::StorageFull(_) => exit::STORAGE_FULL,

@@ -27,15 +27,28 @@ static STDOUT_FAILED: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mute
 /// the command ends, quietly for a closed pipe (`arca snapshots | head`),
 /// as an error otherwise (a full disk behind `>`).
 fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
+    emit_with(|o| {
+        o.write_fmt(args)?;
+        if newline {
+            o.write_all(b"\n")?;
+        }
+        Ok(())
+    });
+}
+
+/// Writes bytes as they are (records need not be UTF-8) through [`emit`]'s
+/// rules.
+fn emit_bytes(b: &[u8]) {
+    emit_with(|o| o.write_all(b));
+}
+
+fn emit_with(f: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
     let mut failed = STDOUT_FAILED.lock().unwrap_or_else(|e| e.into_inner());
     if failed.is_some() {
         return;
     }
     let mut o = std::io::stdout().lock();
-    let r = o
-        .write_fmt(args)
-        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) })
-        .and_then(|()| o.flush());
+    let r = f(&mut o).and_then(|()| o.flush());
     if let Err(e) = r {
         *failed = Some(e);
     }
@@ -174,11 +187,21 @@ enum Cmd {
         /// Snapshot id (or unique prefix), or "latest".
         snapshot: String,
         /// Directory to restore into.
-        #[arg(long)]
-        target: PathBuf,
+        #[arg(long, required_unless_present = "table", conflicts_with = "table")]
+        target: Option<PathBuf>,
         /// Restore only this path of the snapshot (repeatable).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "table")]
         include: Vec<String>,
+        /// Single records: print the records of this table (named as
+        /// `export` names them: clients, orders.csv, an app) that match
+        /// every --where, in the table's own format (CSV rows under their
+        /// header, or JSON Lines); with --json, a JSON array of objects.
+        #[arg(long)]
+        table: Option<String>,
+        /// COLUMN=VALUE a record must have (repeatable, with --table): a CSV
+        /// header name, or a JSON record's dotted field path (customer.id).
+        #[arg(long = "where", value_name = "COLUMN=VALUE")]
+        where_: Vec<String>,
         /// With "latest" or --at: the account whose snapshot to restore.
         #[arg(long)]
         account: Option<String>,
@@ -742,6 +765,91 @@ fn indexed(cli: &Cli, repo: Repository) -> CliResult<IndexedRepository> {
     Ok(repo.open_index(&root)?)
 }
 
+/// `restore --table`: the matching records to stdout, written as they are
+/// found (in batches), the table's header first.
+fn restore_records(
+    cli: &Cli,
+    repo: &IndexedRepository,
+    id: &arca::id::SnapshotId,
+    snap: &arca::format::snapshot::Snapshot,
+    q: &arca::commands::records::RecordQuery,
+) -> CliResult<i32> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut first = true;
+    let bar = Bar::new(cli, true);
+    let report = arca::commands::records::find(repo, &snap.tree, q, &bar, &mut |m| {
+        if cli.json {
+            buf.extend_from_slice(if first { b"[\n" } else { b",\n" });
+            if m.header.is_some() {
+                // A CSV row: an object of its fields in the header's order,
+                // every value the CSV text as a string (as `export` writes).
+                buf.push(b'{');
+                for (i, (k, v)) in m.fields.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    let _ = serde_json::to_writer(&mut buf, k);
+                    buf.push(b':');
+                    let _ = serde_json::to_writer(&mut buf, v);
+                }
+                buf.push(b'}');
+            } else {
+                buf.extend_from_slice(m.raw);
+            }
+        } else {
+            if first {
+                if let Some(h) = m.header {
+                    buf.extend_from_slice(h);
+                }
+            }
+            buf.extend_from_slice(m.raw);
+            if m.header.is_none() {
+                buf.push(b'\n');
+            }
+        }
+        first = false;
+        if buf.len() >= 1 << 16 {
+            emit_bytes(&buf);
+            buf.clear();
+        }
+        Ok(())
+    })?;
+    drop(bar);
+    if cli.json {
+        buf.extend_from_slice(if first { b"[]\n" } else { b"\n]\n" });
+    }
+    emit_bytes(&buf);
+    if report.matched == 0 {
+        let what: Vec<String> = q
+            .conditions
+            .iter()
+            .map(|(c, v)| format!("{c}={v}"))
+            .collect();
+        return Err(Error::NotFound(format!(
+            "no record of table {} in snapshot {} ({}){}",
+            report.table,
+            id.short(),
+            report.files.join(", "),
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!(" has {}", what.join(" and "))
+            }
+        ))
+        .into());
+    }
+    if !cli.quiet && !cli.json {
+        errln!(
+            "{} of {} records of table {} in snapshot {}",
+            report.matched,
+            report.scanned,
+            report.table,
+            id.short()
+        );
+    }
+    Ok(exit::OK)
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> CliResult<()> {
     let s = serde_json::to_string_pretty(v).map_err(|e| Fail::Usage(e.to_string()))?;
     outln!("{s}");
@@ -1001,13 +1109,35 @@ fn run(cli: &Cli) -> CliResult<i32> {
             include,
             account,
             at,
+            table,
+            where_,
         } => {
+            if table.is_none() && !where_.is_empty() {
+                return Err(Fail::Usage("--where needs --table".into()));
+            }
             let at = at.as_deref().map(parse_time).transpose()?.map(|t| t.0);
+            let conditions = where_
+                .iter()
+                .map(|w| arca::commands::records::parse_condition(w))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Fail::Usage(e.to_string()))?;
             let repo = open(cli)?;
             let _lock = lock::acquire(&repo, false, "restore")?;
             let repo = indexed(cli, repo)?;
             let (id, snap) =
                 arca::commands::pick_snapshot(&repo, snapshot, account.as_deref(), at)?;
+            if let Some(table) = table {
+                let q = arca::commands::records::RecordQuery {
+                    table: table.clone(),
+                    conditions,
+                };
+                return restore_records(cli, &repo, &id, &snap, &q);
+            }
+            let Some(target) = target else {
+                return Err(Fail::Usage(
+                    "restore needs --target DIR (or --table)".into(),
+                ));
+            };
             let bar = Bar::new(cli, true);
             let st = restore::restore(
                 &repo,

@@ -937,3 +937,73 @@ fn restore_at_a_time_brings_back_the_state_then() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not both"));
 }
+
+#[test]
+fn single_records_come_back_from_a_snapshot_and_from_a_point_in_time() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("clients.csv"),
+        "id,name,balance\n1,Ana,10\n2,Bo,20\n",
+    )
+    .unwrap();
+    backup_at(&e, &src, "2024-03-01T02:00:00Z");
+    // Next day: client 1 changed, client 2 deleted, client 3 new.
+    std::fs::write(
+        src.join("clients.csv"),
+        "id,name,balance\n1,Ana,15\n3,Cy,30\n",
+    )
+    .unwrap();
+    backup_at(&e, &src, "2024-03-02T02:00:00Z");
+    let rec = |extra: &[&str]| {
+        let mut a = vec![
+            "restore",
+            "latest",
+            "--account",
+            "acme",
+            "--table",
+            "clients",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let v = rec(&["--where", "id=1"]);
+    assert_eq!(e.ok(&args(&v)), "id,name,balance\n1,Ana,15\n");
+    // The deleted client, as it was the day before.
+    let v = rec(&["--at", "2024-03-01T12:00:00Z", "--where", "id=2"]);
+    assert_eq!(e.ok(&args(&v)), "id,name,balance\n2,Bo,20\n");
+    let v = rec(&["--where", "id=2"]);
+    let o = e.run(&args(&v));
+    assert_eq!(o.status.code(), Some(13));
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no record of table clients"));
+    // Several conditions, and --json.
+    let v = rec(&["--where", "name=Ana", "--where", "balance=15", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&e.ok(&args(&v))).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!([{"id": "1", "name": "Ana", "balance": "15"}])
+    );
+    // Errors: no such table (13), no such column (1), and usage (2).
+    let mut v = rec(&["--where", "id=1"]);
+    v[5] = "client".into();
+    assert_eq!(e.run(&args(&v)).status.code(), Some(13));
+    let v = rec(&["--where", "idd=1"]);
+    let o = e.run(&args(&v));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("its columns: id, name, balance"));
+    let v = rec(&["--where", "id"]);
+    assert_eq!(e.run(&args(&v)).status.code(), Some(2));
+    let x = e.path("x");
+    let x = x.to_str().unwrap();
+    let v = rec(&["--where", "id=1", "--target", x]);
+    assert_eq!(e.run(&args(&v)).status.code(), Some(2));
+    e.expect(&["restore", "latest", "--where", "id=1", "--target", x], 2);
+    assert!(!e.path("x").exists(), "nothing restored");
+    e.expect(&["restore", "latest"], 2);
+}

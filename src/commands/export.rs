@@ -108,7 +108,7 @@ pub struct ExportReport {
     pub duration_ms: u64,
 }
 
-fn collect_files(
+pub(crate) fn collect_files(
     repo: &IndexedRepository,
     tree: &BlobId,
     prefix: &str,
@@ -162,7 +162,7 @@ impl Read for ChunkReader {
 }
 
 /// Turns an I/O error from a [`ChunkReader`] back into the engine's error.
-fn unwrap_io(e: std::io::Error, what: &str) -> Error {
+pub(crate) fn unwrap_io(e: std::io::Error, what: &str) -> Error {
     if e.get_ref().is_some_and(|i| i.is::<Error>()) {
         if let Some(inner) = e.into_inner() {
             if let Ok(err) = inner.downcast::<Error>() {
@@ -174,15 +174,15 @@ fn unwrap_io(e: std::io::Error, what: &str) -> Error {
     Error::Invalid(format!("{what}: {e}"))
 }
 
-struct Ctx<'a> {
-    repo: &'a IndexedRepository,
-    progress: &'a dyn Progress,
-    bytes_read: u64,
+pub(crate) struct Ctx<'a> {
+    pub(crate) repo: &'a IndexedRepository,
+    pub(crate) progress: &'a dyn Progress,
+    pub(crate) bytes_read: u64,
 }
 
 impl Ctx<'_> {
     /// Runs `f` over a reader of `file`'s content.
-    fn with_reader<T>(
+    pub(crate) fn with_reader<T>(
         &mut self,
         file: &SrcFile,
         f: &mut dyn FnMut(&mut (dyn Read + Send)) -> Result<T>,
@@ -224,7 +224,11 @@ impl Ctx<'_> {
     }
 }
 
-fn read_all(r: &mut dyn Read, path: &str, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+pub(crate) fn read_all(
+    r: &mut dyn Read,
+    path: &str,
+    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = r.read(&mut buf).map_err(|e| unwrap_io(e, path))?;
@@ -237,13 +241,13 @@ fn read_all(r: &mut dyn Read, path: &str, f: &mut dyn FnMut(&[u8]) -> Result<()>
 
 /// A `Read` that also keeps what it read, so the raw bytes of each CSV
 /// record can be copied out unchanged.
-struct Tee<'a> {
-    inner: &'a mut (dyn Read + Send),
-    raw: Rc<RefCell<Raw>>,
+pub(crate) struct Tee<'a> {
+    pub(crate) inner: &'a mut (dyn Read + Send),
+    pub(crate) raw: Rc<RefCell<Raw>>,
 }
 
 #[derive(Default)]
-struct Raw {
+pub(crate) struct Raw {
     buf: Vec<u8>,
     /// Stream offset of `buf[0]`.
     base: u64,
@@ -251,14 +255,14 @@ struct Raw {
 
 impl Raw {
     /// Bytes from stream offset `from` to `to`.
-    fn slice(&self, from: u64, to: u64) -> &[u8] {
+    pub(crate) fn slice(&self, from: u64, to: u64) -> &[u8] {
         let a = (from - self.base) as usize;
         let b = (to - self.base) as usize;
         &self.buf[a..b]
     }
     /// Forgets bytes before `upto` once enough piled up (draining on every
     /// record would move the buffer's tail each time).
-    fn release(&mut self, upto: u64) {
+    pub(crate) fn release(&mut self, upto: u64) {
         let n = (upto - self.base) as usize;
         if n > (1 << 20) {
             self.buf.drain(..n);
@@ -336,7 +340,7 @@ fn json_escape_into(out: &mut Vec<u8>, s: &str) {
 
 /// A CSV reader's error: a read error keeps its kind (corrupt data,
 /// interrupted), anything else is a bad file.
-fn csv_error(e: csv::Error, path: &str) -> Error {
+pub(crate) fn csv_error(e: csv::Error, path: &str) -> Error {
     if matches!(e.kind(), csv::ErrorKind::Io(_)) {
         if let csv::ErrorKind::Io(io) = e.into_kind() {
             return unwrap_io(io, path);
@@ -526,10 +530,10 @@ fn json_shape(path: &str) -> Shape {
 }
 
 /// Called with each JSON record: its member name and raw bytes.
-type RecordFn<'a> = dyn FnMut(&Option<String>, &[u8]) -> Result<Fit> + 'a;
+pub(crate) type RecordFn<'a> = dyn FnMut(&Option<String>, &[u8]) -> Result<Fit> + 'a;
 
 /// Feeds every record of `files` to `f`.
-fn each_record(cx: &mut Ctx, files: &[SrcFile], f: &mut RecordFn) -> Result<Fit> {
+pub(crate) fn each_record(cx: &mut Ctx, files: &[SrcFile], f: &mut RecordFn) -> Result<Fit> {
     for file in files {
         let fit = cx.with_reader(file, &mut |r| {
             let mut sp = Splitter::new(json_shape(&file.path), &file.path);

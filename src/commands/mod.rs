@@ -6,6 +6,7 @@ pub mod export;
 pub mod forget;
 pub mod mount;
 pub mod prune;
+pub mod records;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
