@@ -202,6 +202,11 @@ enum Cmd {
         /// header name, or a JSON record's dotted field path (customer.id).
         #[arg(long = "where", value_name = "COLUMN=VALUE")]
         where_: Vec<String>,
+        /// With --table: the records' history through the account's
+        /// snapshots up to SNAPSHOT (or --at): the first snapshot's, then
+        /// each change, every version under a "# TIME snapshot ID" line.
+        #[arg(long, requires = "table")]
+        history: bool,
         /// With "latest" or --at: the account whose snapshot to restore.
         #[arg(long)]
         account: Option<String>,
@@ -781,18 +786,7 @@ fn restore_records(
         if cli.json {
             buf.extend_from_slice(if first { b"[\n" } else { b",\n" });
             if m.header.is_some() {
-                // A CSV row: an object of its fields in the header's order,
-                // every value the CSV text as a string (as `export` writes).
-                buf.push(b'{');
-                for (i, (k, v)) in m.fields.iter().enumerate() {
-                    if i > 0 {
-                        buf.push(b',');
-                    }
-                    let _ = serde_json::to_writer(&mut buf, k);
-                    buf.push(b':');
-                    let _ = serde_json::to_writer(&mut buf, v);
-                }
-                buf.push(b'}');
+                fields_json(&mut buf, m.fields);
             } else {
                 buf.extend_from_slice(m.raw);
             }
@@ -845,6 +839,94 @@ fn restore_records(
             report.scanned,
             report.table,
             id.short()
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// A CSV row's fields as a JSON object in header order, every value the
+/// CSV text as a string (as `export` writes them).
+fn fields_json(buf: &mut Vec<u8>, fields: &[(String, String)]) {
+    buf.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *buf, k);
+        buf.push(b':');
+        let _ = serde_json::to_writer(&mut *buf, v);
+    }
+    buf.push(b'}');
+}
+
+/// `restore --table --history`: each version of the records, oldest first.
+fn restore_history(
+    cli: &Cli,
+    repo: &IndexedRepository,
+    snaps: &[(arca::id::SnapshotId, arca::format::snapshot::Snapshot)],
+    q: &arca::commands::records::RecordQuery,
+) -> CliResult<i32> {
+    let bar = Bar::new(cli, false);
+    let mut first = true;
+    let report = arca::commands::records::history(repo, snaps, q, &bar, &mut |v| {
+        let mut buf = Vec::new();
+        let time = arca::commands::format_time(v.time, 0);
+        if cli.json {
+            buf.extend_from_slice(if first { b"[\n" } else { b",\n" });
+            let _ = write!(
+                buf,
+                "{{\"snapshot\":\"{}\",\"time\":\"{time}\",\"table_present\":{},\"records\":[",
+                v.snapshot.to_hex(),
+                !v.absent
+            );
+            for (i, (raw, fields)) in v.records.iter().zip(&v.fields).enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                if v.header.is_some() {
+                    fields_json(&mut buf, fields);
+                } else {
+                    buf.extend_from_slice(raw);
+                }
+            }
+            buf.extend_from_slice(b"]}");
+        } else {
+            let what = match (v.absent, v.records.len()) {
+                (true, _) => "no such table".to_string(),
+                (false, 0) => "no record".to_string(),
+                (false, 1) => "1 record".to_string(),
+                (false, n) => format!("{n} records"),
+            };
+            let _ = writeln!(buf, "# {time} snapshot {}: {what}", v.snapshot.short());
+            if !v.records.is_empty() {
+                if let Some(h) = &v.header {
+                    buf.extend_from_slice(h);
+                }
+            }
+            for raw in &v.records {
+                buf.extend_from_slice(raw);
+                if v.header.is_none() {
+                    buf.push(b'\n');
+                }
+            }
+        }
+        first = false;
+        emit_bytes(&buf);
+        Ok(())
+    })?;
+    drop(bar);
+    if cli.json {
+        emit_bytes(if first { b"[]\n" } else { b"\n]\n" });
+    }
+    for s in &report.skipped {
+        errln!("arca: warning: {s}");
+    }
+    if !cli.quiet && !cli.json {
+        errln!(
+            "{} versions in {} snapshots ({} read, the others unchanged)",
+            report.versions,
+            report.snapshots,
+            report.read
         );
     }
     Ok(exit::OK)
@@ -1111,9 +1193,13 @@ fn run(cli: &Cli) -> CliResult<i32> {
             at,
             table,
             where_,
+            history,
         } => {
             if table.is_none() && !where_.is_empty() {
                 return Err(Fail::Usage("--where needs --table".into()));
+            }
+            if *history && where_.is_empty() {
+                return Err(Fail::Usage("--history needs at least one --where".into()));
             }
             let at = at.as_deref().map(parse_time).transpose()?.map(|t| t.0);
             let conditions = where_
@@ -1131,6 +1217,20 @@ fn run(cli: &Cli) -> CliResult<i32> {
                     table: table.clone(),
                     conditions,
                 };
+                if *history {
+                    let mut snaps: Vec<_> = repo
+                        .snapshots()?
+                        .into_iter()
+                        .filter(|(_, s)| {
+                            s.account == snap.account
+                                && (s.time, s.nanos) <= (snap.time, snap.nanos)
+                        })
+                        .collect();
+                    snaps.sort_by(|(ia, a), (ib, b)| {
+                        (a.time, a.nanos, ia).cmp(&(b.time, b.nanos, ib))
+                    });
+                    return restore_history(cli, &repo, &snaps, &q);
+                }
                 return restore_records(cli, &repo, &id, &snap, &q);
             }
             let Some(target) = target else {

@@ -1006,4 +1006,34 @@ fn single_records_come_back_from_a_snapshot_and_from_a_point_in_time() {
     e.expect(&["restore", "latest", "--where", "id=1", "--target", x], 2);
     assert!(!e.path("x").exists(), "nothing restored");
     e.expect(&["restore", "latest"], 2);
+
+    // The history of client 2: there on day one, gone on day two.
+    let v = rec(&["--where", "id=2", "--history"]);
+    let out = e.ok(&args(&v));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].starts_with("# 2024-03-01T02:00:00Z snapshot ")
+            && lines[0].ends_with(": 1 record")
+    );
+    assert_eq!(&lines[1..3], ["id,name,balance", "2,Bo,20"]);
+    assert!(
+        lines[3].starts_with("# 2024-03-02T02:00:00Z snapshot ")
+            && lines[3].ends_with(": no record")
+    );
+    let v = rec(&["--where", "id=1", "--history", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&e.ok(&args(&v))).unwrap();
+    let balances: Vec<&str> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["records"][0]["balance"].as_str().unwrap())
+        .collect();
+    assert_eq!(balances, ["10", "15"]);
+    let v = rec(&["--history"]);
+    assert_eq!(
+        e.run(&args(&v)).status.code(),
+        Some(2),
+        "a history needs --where"
+    );
 }

@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::export::json;
 use crate::export::zipout::Fit;
 use crate::export::{self as ex, Source, SrcFile, TableSpec};
-use crate::id::BlobId;
+use crate::format::snapshot::Snapshot;
+use crate::id::{BlobId, SnapshotId};
 use crate::repository::IndexedRepository;
 
 /// Which records to find.
@@ -95,16 +96,38 @@ pub fn find(
     emit: &mut dyn FnMut(Match<'_>) -> Result<()>,
 ) -> Result<FindReport> {
     repo.check_features(crate::format::config::Operation::Read)?;
-    let mut files = Vec::new();
-    collect_files(repo, tree, "", &mut files)?;
-    let plan = ex::plan(files);
-    let spec: &TableSpec = plan
-        .tables
-        .iter()
-        .find(|t| t.matches(&q.table))
-        .ok_or_else(|| Error::MissingPath(PathBuf::from(&q.table)))?;
+    let spec = table_of(repo, tree, q)?;
     progress.set_total(spec.source_bytes());
     progress.message("searching");
+    scan(repo, &spec, q, progress, emit)
+}
+
+/// The table `q` names in the snapshot whose root is `tree`.
+fn table_of(repo: &IndexedRepository, tree: &BlobId, q: &RecordQuery) -> Result<TableSpec> {
+    let mut files = Vec::new();
+    collect_files(repo, tree, "", &mut files)?;
+    ex::plan(files)
+        .tables
+        .into_iter()
+        .find(|t| t.matches(&q.table))
+        .ok_or_else(|| Error::MissingPath(PathBuf::from(&q.table)))
+}
+
+/// The chunks of a table's files: equal lists hold equal records.
+fn content_key(spec: &TableSpec) -> Vec<BlobId> {
+    match &spec.source {
+        Source::Csv(f) => f.chunks.clone(),
+        Source::Json { files, .. } => files.iter().flat_map(|f| f.chunks.clone()).collect(),
+    }
+}
+
+fn scan(
+    repo: &IndexedRepository,
+    spec: &TableSpec,
+    q: &RecordQuery,
+    progress: &dyn Progress,
+    emit: &mut dyn FnMut(Match<'_>) -> Result<()>,
+) -> Result<FindReport> {
     let mut cx = Ctx {
         repo,
         progress,
@@ -131,6 +154,139 @@ pub fn find(
                 report.table = m.clone();
             }
             find_json(&mut cx, files, member.as_deref(), q, &mut report, emit)?;
+        }
+    }
+    Ok(report)
+}
+
+/// The matching records of one snapshot in a history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The snapshot.
+    pub snapshot: SnapshotId,
+    /// Its time, unix seconds.
+    pub time: i64,
+    /// CSV: the header line as stored.
+    pub header: Option<Vec<u8>>,
+    /// The records, as [`Match::raw`] gives them.
+    pub records: Vec<Vec<u8>>,
+    /// Each record's fields, as [`Match::fields`] gives them.
+    pub fields: Vec<Vec<(String, String)>>,
+    /// The table is not in this snapshot (or cannot be searched there:
+    /// see [`HistoryReport::skipped`]).
+    pub absent: bool,
+}
+
+impl Version {
+    fn same_records(&self, other: &Version) -> bool {
+        self.absent == other.absent && self.header == other.header && self.records == other.records
+    }
+}
+
+/// What a history read.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct HistoryReport {
+    /// Snapshots looked at.
+    pub snapshots: u64,
+    /// Of those, the ones whose table was read (the others held the same
+    /// table as the snapshot before, chunk for chunk).
+    pub read: u64,
+    /// Versions handed on: the first snapshot's and every change.
+    pub versions: u64,
+    /// Snapshots where the table could not be searched, with why (a column
+    /// it did not have yet).
+    pub skipped: Vec<String>,
+}
+
+/// The history of the records `q` finds through `snaps` (oldest first): the
+/// first snapshot's records, then those of every snapshot where they differ
+/// from the snapshot before (changed, added, gone, or the table absent).
+/// A snapshot whose table has the same chunks as the one before is not read
+/// again. Needs at least one condition. Fails only if the table is in none
+/// of the snapshots, or can be searched in none of them.
+pub fn history(
+    repo: &IndexedRepository,
+    snaps: &[(SnapshotId, Snapshot)],
+    q: &RecordQuery,
+    progress: &dyn Progress,
+    emit: &mut dyn FnMut(&Version) -> Result<()>,
+) -> Result<HistoryReport> {
+    repo.check_features(crate::format::config::Operation::Read)?;
+    if q.conditions.is_empty() {
+        return Err(Error::Invalid(
+            "a record's history needs at least one --where".into(),
+        ));
+    }
+    let mut report = HistoryReport::default();
+    let mut prev: Option<(Option<Vec<BlobId>>, Version)> = None;
+    let mut found_table = false;
+    let mut last_err = None;
+    progress.message("searching");
+    for (id, snap) in snaps {
+        crate::commands::check_interrupt()?;
+        report.snapshots += 1;
+        let mut v = Version {
+            snapshot: *id,
+            time: snap.time,
+            header: None,
+            records: Vec::new(),
+            fields: Vec::new(),
+            absent: false,
+        };
+        let spec = match table_of(repo, &snap.tree, q) {
+            Ok(s) => Some(s),
+            Err(Error::MissingPath(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let key = spec.as_ref().map(content_key);
+        if key.is_some() && prev.as_ref().is_some_and(|(pkey, _)| *pkey == key) {
+            continue;
+        }
+        match &spec {
+            None => v.absent = true,
+            Some(spec) => {
+                found_table = true;
+                report.read += 1;
+                let r = scan(repo, spec, q, progress, &mut |m| {
+                    if v.header.is_none() {
+                        v.header = m.header.map(<[u8]>::to_vec);
+                    }
+                    v.records.push(m.raw.to_vec());
+                    v.fields.push(m.fields.to_vec());
+                    Ok(())
+                });
+                match r {
+                    Ok(_) => {}
+                    Err(Error::Invalid(why)) => {
+                        report
+                            .skipped
+                            .push(format!("snapshot {}: {why}", id.short()));
+                        last_err = Some(Error::Invalid(why));
+                        v = Version {
+                            absent: true,
+                            header: None,
+                            records: Vec::new(),
+                            fields: Vec::new(),
+                            ..v
+                        };
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let changed = prev.as_ref().is_none_or(|(_, pv)| !pv.same_records(&v));
+        if changed {
+            report.versions += 1;
+            emit(&v)?;
+        }
+        prev = Some((key, v));
+    }
+    if !found_table {
+        return Err(Error::MissingPath(PathBuf::from(&q.table)));
+    }
+    if report.skipped.len() as u64 == report.read {
+        if let Some(e) = last_err {
+            return Err(e);
         }
     }
     Ok(report)
@@ -516,6 +672,98 @@ mod tests {
             matches!(&e, Error::Invalid(m) if m.contains("\"amount\"") && m.contains("Amount")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_record_history_shows_the_first_state_and_every_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = memory_repo(&tmp.path().join("cache"), InitOptions::default()).unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let days: [Option<&str>; 7] = [
+            Some("id,name\n1,Ana\n"),         // no id 2 yet
+            Some("id,name\n1,Ana\n2,Bo\n"),   // added
+            Some("id,name\n1,Ana\n2,Bo\n"),   // same bytes: not read
+            Some("id,name\n1,Ana B\n2,Bo\n"), // another row changed: read, same
+            Some("id,name\n2,Bob\n"),         // changed
+            None,                             // table gone
+            Some("code\n7\n"),                // no column id: skipped
+        ];
+        for (i, d) in days.iter().enumerate() {
+            let f = src.join("clients.csv");
+            match d {
+                Some(c) => std::fs::write(&f, c).unwrap(),
+                None => std::fs::remove_file(&f).unwrap(),
+            }
+            std::fs::write(src.join("keep.txt"), format!("{i}")).unwrap();
+            backup(
+                &repo,
+                &BackupOptions {
+                    paths: vec![src.clone()],
+                    account: "acme".into(),
+                    time: Some((1_709_258_400 + i as i64 * 86_400, 0)),
+                    ..BackupOptions::default()
+                },
+                &NoProgress,
+            )
+            .unwrap();
+        }
+        let mut snaps = repo.snapshots().unwrap();
+        snaps.sort_by_key(|(_, s)| s.time);
+        let q = RecordQuery {
+            table: "clients".into(),
+            conditions: vec![("id".into(), "2".into())],
+        };
+        let mut got = Vec::new();
+        let r = history(&repo, &snaps, &q, &NoProgress, &mut |v| {
+            got.push(v.clone());
+            Ok(())
+        })
+        .unwrap();
+        let day = |v: &Version| (v.time - 1_709_258_400) / 86_400;
+        let seen: Vec<(i64, bool, Vec<Vec<u8>>)> = got
+            .iter()
+            .map(|v| (day(v), v.absent, v.records.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (0, false, vec![]),
+                (1, false, vec![b"2,Bo\n".to_vec()]),
+                (4, false, vec![b"2,Bob\n".to_vec()]),
+                (5, true, vec![]),
+            ],
+            "day 6 has no column id: skipped, the same as absent"
+        );
+        assert_eq!(got[1].header.as_deref(), Some(b"id,name\n".as_slice()));
+        assert_eq!(
+            (r.snapshots, r.read, r.versions),
+            (7, 5, 4),
+            "day 2 not read"
+        );
+        assert_eq!(r.skipped.len(), 1);
+        assert!(r.skipped[0].contains("no column \"id\""), "{:?}", r.skipped);
+
+        // Only the snapshots given; a table in none of them; no condition.
+        let mut n = 0;
+        history(&repo, &snaps[4..5], &q, &NoProgress, &mut |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        let e = history(&repo, &snaps[5..6], &q, &NoProgress, &mut |_| Ok(())).unwrap_err();
+        assert!(matches!(e, Error::MissingPath(_)), "{e}");
+        let e = history(&repo, &snaps[6..], &q, &NoProgress, &mut |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid(m) if m.contains("no column")),
+            "{e}"
+        );
+        let all = RecordQuery {
+            conditions: vec![],
+            ..q
+        };
+        assert!(history(&repo, &snaps, &all, &NoProgress, &mut |_| Ok(())).is_err());
     }
 
     #[test]
