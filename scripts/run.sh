@@ -22,11 +22,12 @@ ensure_system_packages() {
   command -v pkg-config >/dev/null || need+=(pkg-config)
   command -v cc >/dev/null || need+=(gcc)
   command -v c++ >/dev/null || need+=(g++)
-  [ -e /usr/include/fuse3/fuse.h ] || need+=(libfuse3-dev fuse3)
+  command -v fusermount3 >/dev/null || need+=(fuse3)
   # Readers the export tests check our ZIPs with (tests/export.rs).
   command -v 7z >/dev/null || need+=(p7zip-full)
   command -v unzip >/dev/null || need+=(unzip)
-  command -v python3 >/dev/null || need+=(python3 python3-venv)
+  command -v python3 >/dev/null || need+=(python3)
+  python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}" >&2
     local sudo=()
@@ -36,19 +37,22 @@ ensure_system_packages() {
   fi
 }
 
-# pyzipper (AES ZIP reader for tests/export.rs) for python3: already there,
-# or `pip install --user`, or, where pip refuses ("externally managed"), a
-# venv under the target directory; ARCA_TEST_PYTHON names the interpreter.
+# Python packages the tests use: pyzipper (AES ZIP reader, tests/export.rs)
+# and moto's S3 server (tests/s3.rs). Already there, or `pip install
+# --user`, or, where pip refuses ("externally managed"), a venv under the
+# target directory; ARCA_TEST_PYTHON names the interpreter.
 ensure_python_packages() {
-  python3 -c "import pyzipper" 2>/dev/null && return
+  local check="import pyzipper, moto.server"
+  local pkgs=(pyzipper "moto[server]")
+  python3 -c "$check" 2>/dev/null && return
   local venv="$CARGO_TARGET_DIR/pyvenv"
-  if ! "$venv/bin/python" -c "import pyzipper" 2>/dev/null; then
-    if python3 -m pip install --user -q pyzipper >&2 2>/dev/null &&
-      python3 -c "import pyzipper" 2>/dev/null; then
+  if ! "$venv/bin/python" -c "$check" 2>/dev/null; then
+    if python3 -m pip install --user -q "${pkgs[@]}" >&2 2>/dev/null &&
+      python3 -c "$check" 2>/dev/null; then
       return
     fi
     python3 -m venv "$venv" >&2
-    "$venv/bin/python" -m pip install -q pyzipper >&2
+    "$venv/bin/python" -m pip install -q "${pkgs[@]}" >&2
   fi
   export ARCA_TEST_PYTHON="$venv/bin/python"
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use arca::backend::LocalBackend;
+use arca::backend::{is_s3_location, Backend, LocalBackend, S3Backend};
 use arca::commands::{
     self, backup, check, export, forget, parse_time, prune, repair, restore, snapshots, stats,
     Progress,
@@ -79,7 +79,7 @@ macro_rules! errln {
     about = "Encrypted, deduplicating archive store for SaaS account data"
 )]
 struct Cli {
-    /// Repository directory.
+    /// Repository: a directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (README "S3").
     #[arg(short = 'r', long, env = "ARCA_REPOSITORY", global = true)]
     repo: Option<PathBuf>,
     /// Read the password from this file (first line).
@@ -710,10 +710,15 @@ fn new_password(file: &Option<PathBuf>, cli: &Cli, for_init: bool) -> CliResult<
     Ok(a)
 }
 
-fn backend(cli: &Cli) -> CliResult<Arc<LocalBackend>> {
+/// The repository's storage: a local directory, or S3-compatible object
+/// storage for `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`.
+fn backend(cli: &Cli) -> CliResult<Arc<dyn Backend>> {
     let dir = cli.repo.clone().ok_or_else(|| {
         Fail::Usage("no repository: give --repo DIR or set ARCA_REPOSITORY".into())
     })?;
+    if let Some(loc) = dir.to_str().filter(|l| is_s3_location(l)) {
+        return Ok(Arc::new(S3Backend::from_location(loc)?));
+    }
     Ok(Arc::new(LocalBackend::new(dir)))
 }
 
@@ -1038,7 +1043,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 Repository::init_cached(b.clone(), pw.bytes(), &opts, key_cache_ttl(cli, &pw))?;
             if cli.json {
                 print_json(
-                    &serde_json::json!({"id": repo.config().id.to_hex(), "location": b.location_string()}),
+                    &serde_json::json!({"id": repo.config().id.to_hex(), "location": b.location()}),
                 )?;
             } else {
                 say(
@@ -1046,7 +1051,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                     &format!(
                         "created arca repository {} at {}",
                         repo.config().id.short(),
-                        b.location_string()
+                        b.location()
                     ),
                 );
             }
@@ -1543,15 +1548,6 @@ fn run(cli: &Cli) -> CliResult<i32> {
         }
     }
     Ok(exit::OK)
-}
-
-trait LocationString {
-    fn location_string(&self) -> String;
-}
-impl LocationString for LocalBackend {
-    fn location_string(&self) -> String {
-        arca::backend::Backend::location(self)
-    }
 }
 
 /// Keeps memory flat as data grows: glibc raises its mmap threshold each

@@ -4,9 +4,11 @@
 mod direct;
 mod local;
 mod memory;
+mod s3;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use s3::{is_s3_location, Credentials, S3Backend};
 
 use crate::error::{Error, Result};
 
