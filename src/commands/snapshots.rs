@@ -107,6 +107,15 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// An RFC 3339 time without its fraction of a second, which would push
+/// the table's columns apart (`--json` keeps it).
+fn whole_seconds(t: &str) -> String {
+    match (t.find('.'), t.find(['Z', '+'])) {
+        (Some(dot), Some(end)) if dot < end => format!("{}{}", &t[..dot], &t[end..]),
+        _ => t.to_string(),
+    }
+}
+
 /// Renders snapshots as a plain-text table.
 pub fn table(rows: &[Listed]) -> String {
     let mut out = format!(
@@ -117,7 +126,7 @@ pub fn table(rows: &[Listed]) -> String {
         out.push_str(&format!(
             "{:<8}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  {}\n",
             r.short_id,
-            r.time,
+            whole_seconds(&r.time),
             r.account,
             r.summary.total_files,
             human_bytes(r.summary.total_bytes),
@@ -127,4 +136,25 @@ pub fn table(rows: &[Listed]) -> String {
     }
     out.push_str(&format!("{} snapshot(s)\n", rows.len()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_times_are_whole_seconds_so_columns_line_up() {
+        assert_eq!(
+            whole_seconds("2026-11-24T04:58:45.937168692Z"),
+            "2026-11-24T04:58:45Z"
+        );
+        assert_eq!(
+            whole_seconds("2024-03-01T02:00:00Z"),
+            "2024-03-01T02:00:00Z"
+        );
+        assert_eq!(
+            whole_seconds("2024-03-01T02:00:00.5+01:00"),
+            "2024-03-01T02:00:00+01:00"
+        );
+    }
 }
