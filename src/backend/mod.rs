@@ -8,7 +8,7 @@ mod s3;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
-pub use s3::{is_s3_location, Credentials, S3Backend};
+pub use s3::{is_s3_location, Credentials, S3Backend, BLOCK as S3_BLOCK};
 
 use crate::error::{Error, Result};
 

@@ -45,7 +45,20 @@ struct Inner {
     location: String,
     /// Keys per listing page; the store's default (1,000 on S3) if `None`.
     list_page: Option<usize>,
+    /// Pack blocks read lately, most recent last.
+    blocks: std::sync::Mutex<Vec<Block>>,
 }
+
+/// A block of a pack: its key, its number and its bytes.
+type Block = (String, u64, Arc<Vec<u8>>);
+
+/// Packs are read in aligned blocks of this size, the last [`BLOCKS_KEPT`]
+/// kept: restore and check read a pack's blobs mostly in order, a few
+/// hundred bytes to a few MiB each, and one request per blob would pay the
+/// store's latency (tens of ms on S3) thousands of times.
+pub const BLOCK: u64 = 4 << 20;
+/// Blocks kept (32 MiB at most).
+pub const BLOCKS_KEPT: usize = 8;
 
 /// Stores a repository in an S3 bucket, under a prefix.
 pub struct S3Backend {
@@ -132,6 +145,7 @@ impl S3Backend {
                 agent,
                 location: loc.to_string(),
                 list_page: None,
+                blocks: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -279,6 +293,63 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Up to `len` bytes at `offset` (fewer where the object ends).
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        match self.get(key, Some((offset, len))) {
+            Ok(b) => Ok(b),
+            // Range not satisfiable: the object ends before `offset`.
+            Err(Error::Io { source, .. }) if source.to_string().contains("HTTP 416") => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Block `idx` of a pack, from the cache or fetched (shorter at the
+    /// pack's end, empty past it).
+    fn block(&self, key: &str, idx: u64) -> Result<Arc<Vec<u8>>> {
+        {
+            let mut c = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = c.iter().position(|(k, n, _)| *n == idx && k == key) {
+                let hit = c.remove(p);
+                let b = Arc::clone(&hit.2);
+                c.push(hit);
+                return Ok(b);
+            }
+        }
+        let b = Arc::new(self.get_range(key, idx * BLOCK, BLOCK)?);
+        let mut c = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() >= BLOCKS_KEPT {
+            c.remove(0);
+        }
+        c.push((key.to_string(), idx, Arc::clone(&b)));
+        Ok(b)
+    }
+
+    /// Up to `len` bytes of a pack at `offset`, through its blocks.
+    fn read_blocks(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let end = offset.saturating_add(len);
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(BLOCK as usize));
+        let mut pos = offset;
+        while pos < end {
+            let idx = pos / BLOCK;
+            let b = self.block(key, idx)?;
+            let at = (pos - idx * BLOCK) as usize;
+            if at >= b.len() {
+                break;
+            }
+            let take = (end - pos).min((b.len() - at) as u64) as usize;
+            out.extend_from_slice(&b[at..at + take]);
+            pos += take as u64;
+            if (b.len() as u64) < BLOCK {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The start of an error body, for messages.
 fn excerpt(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(&body[..body.len().min(300)]);
@@ -405,11 +476,10 @@ impl Backend for S3Backend {
         }
         let key = i.key(kind, name);
         let what = i.what(&key);
-        let got = match i.get(&key, Some((offset, len))) {
-            Ok(b) => b,
-            // Range not satisfiable: the object ends before `offset`.
-            Err(Error::Io { source, .. }) if source.to_string().contains("HTTP 416") => Vec::new(),
-            Err(e) => return Err(e),
+        let got = if kind == FileKind::Pack {
+            i.read_blocks(&key, offset, len)?
+        } else {
+            i.get_range(&key, offset, len)?
         };
         if got.len() as u64 != len {
             return Err(Error::corrupt(
