@@ -414,7 +414,10 @@ impl SnapshotFs {
             Kind::Accounts => {
                 self.refresh();
                 let names: Vec<String> = lock(&self.listing).accounts.keys().cloned().collect();
-                Ok(names.iter().map(|a| dir(a, self.account_ino(a))).collect())
+                Ok(names
+                    .iter()
+                    .map(|a| dir(&dir_name(a), self.account_ino(a)))
+                    .collect())
             }
             Kind::Account(a) => {
                 self.refresh();
@@ -439,8 +442,9 @@ impl SnapshotFs {
                     .accounts
                     .iter()
                     .flat_map(|(a, v)| {
-                        v.iter()
-                            .map(move |(n, s)| (s.hex.clone(), format!("../accounts/{a}/{n}")))
+                        v.iter().map(move |(n, s)| {
+                            (s.hex.clone(), format!("../accounts/{}/{n}", dir_name(a)))
+                        })
                     })
                     .collect();
                 drop(l);
@@ -489,7 +493,7 @@ impl SnapshotFs {
     }
 
     fn account_ino(&self, account: &str) -> u64 {
-        self.child(ACCOUNTS, account.as_bytes(), || {
+        self.child(ACCOUNTS, dir_name(account).as_bytes(), || {
             self.synthetic(Kind::Account(account.to_string()), ACCOUNTS, 0o555)
         })
     }
@@ -726,6 +730,27 @@ impl SnapshotFs {
             blksize: 4096,
             flags: 0,
         })
+    }
+}
+
+/// An account's directory name: any account name made one path component
+/// ('%', '/' and NUL percent-encoded, "." and ".." as %2E), the same name
+/// for the same account, and no two accounts with one name.
+pub fn dir_name(account: &str) -> String {
+    let mut out = String::with_capacity(account.len());
+    for c in account.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '\0' => out.push_str("%00"),
+            c => out.push(c),
+        }
+    }
+    match out.as_str() {
+        "" => "%".into(),
+        "." => "%2E".into(),
+        ".." => "%2E%2E".into(),
+        _ => out,
     }
 }
 
@@ -1064,6 +1089,25 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(fs.read_at(beta, 0, 100).unwrap(), b"id,total\n1,10\n2,20\n");
+        // An account name with a slash is one directory.
+        snap(&repo, &src, "team/a", (1_709_431_300, 0));
+        assert_eq!(names(ACCOUNTS), ["acme", "beta", "team%2Fa"]);
+        let t = fs
+            .resolve("accounts/team%2Fa/latest/orders.csv")
+            .unwrap()
+            .unwrap();
+        assert_eq!(fs.read_at(t, 0, 100).unwrap(), b"id,total\n1,10\n2,20\n");
+        let ids = fs.list(IDS).unwrap();
+        let to_team: Vec<String> = ids
+            .iter()
+            .map(|e| String::from_utf8(fs.link_target(e.ino).unwrap()).unwrap())
+            .filter(|t| t.contains("team"))
+            .collect();
+        assert_eq!(to_team.len(), 1);
+        assert!(
+            to_team[0].starts_with("../accounts/team%2Fa/"),
+            "{to_team:?}"
+        );
         // With an account filter, only its snapshots.
         let only = SnapshotFs::new(
             Arc::clone(&repo),
@@ -1081,6 +1125,17 @@ mod tests {
             .collect();
         assert_eq!(accts, [b"beta".to_vec()]);
         assert_eq!(only.list(IDS).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn account_names_become_one_path_component_each() {
+        assert_eq!(dir_name("acme"), "acme");
+        assert_eq!(dir_name("a/b"), "a%2Fb");
+        assert_eq!(dir_name("a%2Fb"), "a%252Fb", "no two accounts share a name");
+        assert_eq!(dir_name(".."), "%2E%2E");
+        assert_eq!(dir_name("."), "%2E");
+        assert_eq!(dir_name("x\0y"), "x%00y");
+        assert_eq!(dir_name("..a"), "..a");
     }
 
     #[test]
