@@ -1586,8 +1586,9 @@ fn main() -> ExitCode {
     if matches!(cli.cmd, Cmd::Backup { .. }) {
         tune_allocator();
     }
-    // First Ctrl-C: ask the operation to stop cleanly (locks released,
-    // nothing half-committed). Second: leave at once.
+    // First Ctrl-C (or SIGTERM, SIGHUP): ask the operation to stop cleanly
+    // (locks released, nothing half-committed, a mount unmounted). Second:
+    // leave at once.
     let mut hits = 0u32;
     let _ = ctrlc::set_handler(move || {
         hits += 1;

@@ -25,8 +25,10 @@ fn fuse_or_skip(test: &str) -> bool {
     false
 }
 
+/// Whether `dir` (an absolute path without symlinks, as the tests' temporary
+/// directories are) is a mount point; not canonicalized, since a stale FUSE
+/// mount cannot be.
 fn is_mounted(dir: &Path) -> bool {
-    let dir = std::fs::canonicalize(dir).unwrap();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
@@ -68,10 +70,15 @@ impl Mounted {
     }
 
     /// Ctrl-C: unmounts and exits 0.
-    fn stop(mut self) -> String {
+    fn stop(self) -> String {
+        self.stop_with("-INT")
+    }
+
+    /// A signal (`-INT`, `-TERM`): unmounts and exits 0.
+    fn stop_with(mut self, signal: &str) -> String {
         let child = self.child.take().unwrap();
         std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status()
             .unwrap();
         let o = child.wait_with_output().unwrap();
@@ -87,6 +94,9 @@ impl Drop for Mounted {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Whatever failed, no mount is left behind.
+        if is_mounted(&self.dir) {
             let _ = std::process::Command::new("fusermount3")
                 .args(["-u", "-z"])
                 .arg(&self.dir)
@@ -217,7 +227,8 @@ fn a_damaged_chunk_fails_its_read_with_eio_and_the_mount_stays_up() {
     }
     assert!(bad >= 1, "the damaged chunk's file fails");
     assert!(good >= 1, "the other files still read");
-    let err = m.stop();
+    // SIGTERM (a service manager stopping it) unmounts as Ctrl-C does.
+    let err = m.stop_with("-TERM");
     assert!(
         err.contains("corrupt repository data"),
         "the cause is logged: {err}"
