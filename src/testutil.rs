@@ -29,3 +29,26 @@ pub fn memory_repo(
         std::sync::Arc::new(crate::backend::MemoryBackend::new());
     crate::repository::Repository::init(backend, b"pw", &opts)?.open_index(cache_dir)
 }
+
+/// Chunks a sixteenth of the default size (4, 16 and 64 KiB), so that
+/// small test files span many chunks.
+pub const SMALL_CHUNKS: crate::format::config::ChunkerParams =
+    crate::format::config::ChunkerParams {
+        min: 4096,
+        avg: 16384,
+        max: 65536,
+        ..crate::format::config::ChunkerParams::DEFAULT
+    };
+
+/// [`memory_repo`] with [`SMALL_CHUNKS`].
+pub fn small_chunk_repo(
+    cache_dir: &std::path::Path,
+) -> crate::Result<crate::repository::IndexedRepository> {
+    memory_repo(
+        cache_dir,
+        crate::repository::InitOptions {
+            chunker: SMALL_CHUNKS,
+            ..crate::repository::InitOptions::default()
+        },
+    )
+}

@@ -293,7 +293,38 @@ impl Inner {
     }
 }
 
+/// A request on one object that sends no body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bodiless {
+    Head,
+    Delete,
+}
+
 impl Inner {
+    /// A HEAD (its answer's body not read) or a DELETE of `key`.
+    fn bodiless(&self, what: &str, key: &str, op: Bodiless) -> Result<Answer> {
+        self.send(
+            what,
+            &|| match op {
+                Bodiless::Head => {
+                    let url = self
+                        .bucket
+                        .head_object(Some(&self.creds), key)
+                        .sign(SIGNED_FOR);
+                    self.agent.head(url.as_str()).call()
+                }
+                Bodiless::Delete => {
+                    let url = self
+                        .bucket
+                        .delete_object(Some(&self.creds), key)
+                        .sign(SIGNED_FOR);
+                    self.agent.delete(url.as_str()).call()
+                }
+            },
+            op == Bodiless::Head,
+        )
+    }
+
     /// Up to `len` bytes at `offset` (fewer where the object ends).
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         match self.get(key, Some((offset, len))) {
@@ -494,14 +525,7 @@ impl Backend for S3Backend {
         let i = &self.inner;
         let key = i.key(kind, name);
         let what = i.what(&key);
-        let a = i.send(
-            &what,
-            &|| {
-                let url = i.bucket.head_object(Some(&i.creds), &key).sign(SIGNED_FOR);
-                i.agent.head(url.as_str()).call()
-            },
-            true,
-        )?;
+        let a = i.bodiless(&what, &key, Bodiless::Head)?;
         match (a.status, a.length) {
             (200, Some(n)) => Ok(n),
             (200, None) => Err(io_err(
@@ -529,17 +553,7 @@ impl Backend for S3Backend {
         let i = &self.inner;
         let key = i.key(kind, name);
         let what = i.what(&key);
-        let a = i.send(
-            &what,
-            &|| {
-                let url = i
-                    .bucket
-                    .delete_object(Some(&i.creds), &key)
-                    .sign(SIGNED_FOR);
-                i.agent.delete(url.as_str()).call()
-            },
-            false,
-        )?;
+        let a = i.bodiless(&what, &key, Bodiless::Delete)?;
         match a.status {
             200 | 204 | 404 => Ok(()),
             _ => Err(i.refused(&what, &a)),

@@ -917,9 +917,7 @@ mod tests {
     use super::*;
     use crate::commands::backup::{backup, BackupOptions};
     use crate::commands::NoProgress;
-    use crate::format::config::ChunkerParams;
-    use crate::repository::InitOptions;
-    use crate::testutil::{memory_repo, noise};
+    use crate::testutil::{noise, small_chunk_repo};
     use std::os::unix::fs::PermissionsExt;
 
     fn snap(repo: &IndexedRepository, src: &Path, account: &str, time: (i64, u32)) {
@@ -953,19 +951,7 @@ mod tests {
     #[test]
     fn snapshots_browse_and_read_as_their_files() {
         let tmp = tempfile::tempdir().unwrap();
-        let repo = memory_repo(
-            &tmp.path().join("cache"),
-            InitOptions {
-                chunker: ChunkerParams {
-                    min: 4096,
-                    avg: 16384,
-                    max: 65536,
-                    ..ChunkerParams::DEFAULT
-                },
-                ..InitOptions::default()
-            },
-        )
-        .unwrap();
+        let repo = small_chunk_repo(&tmp.path().join("cache")).unwrap();
         let src = tmp.path().join("src");
         std::fs::create_dir_all(src.join("apps/crm")).unwrap();
         let big = noise(300_000, 7);

@@ -469,9 +469,8 @@ mod tests {
     use super::*;
     use crate::commands::backup::{backup, BackupOptions};
     use crate::commands::NoProgress;
-    use crate::format::config::ChunkerParams;
     use crate::repository::InitOptions;
-    use crate::testutil::memory_repo;
+    use crate::testutil::{memory_repo, small_chunk_repo};
 
     /// (path, header, raw, fields) of every match.
     type Found = Vec<(String, Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>)>;
@@ -505,19 +504,7 @@ mod tests {
     fn repo_with(files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, IndexedRepository, BlobId) {
         let tmp = tempfile::tempdir().unwrap();
         // Small chunks, so that tables span many and rows straddle them.
-        let repo = memory_repo(
-            &tmp.path().join("cache"),
-            InitOptions {
-                chunker: ChunkerParams {
-                    min: 4096,
-                    avg: 16384,
-                    max: 65536,
-                    ..ChunkerParams::DEFAULT
-                },
-                ..InitOptions::default()
-            },
-        )
-        .unwrap();
+        let repo = small_chunk_repo(&tmp.path().join("cache")).unwrap();
         let src = tmp.path().join("src");
         for (p, data) in files {
             let p = src.join(p);
