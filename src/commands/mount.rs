@@ -17,11 +17,11 @@
 //! when a top-level directory is next looked at, at most every
 //! [`REFRESH`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -43,6 +43,24 @@ pub const REFRESH: Duration = Duration::from_secs(5);
 /// Decoded chunks kept for reads to come (the kernel reads a file in pieces
 /// of 128 KiB, smaller than most chunks).
 pub const CHUNK_CACHE_BYTES: usize = 16 << 20;
+
+/// Chunks decoded ahead of a read (see [`SnapshotFs::read_ahead`]).
+pub const READ_AHEAD: usize = 2;
+
+/// A data chunk, decoded in this thread's buffer (a chain's links and
+/// all) and kept as the blob's bytes alone.
+fn decode_chunk(repo: &IndexedRepository, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+    let loc = repo.locate(id)?;
+    DECODE.with(|b| {
+        let mut buf = b.borrow_mut();
+        let r = repo.read_blob_into(&loc, &mut buf)?;
+        let d = Arc::new(buf[r].to_vec());
+        if buf.capacity() > KEEP_BUFFER {
+            *buf = Vec::new();
+        }
+        Ok(d)
+    })
+}
 
 thread_local! {
     /// Each serving thread's decoding buffer, reused from chunk to chunk.
@@ -218,7 +236,10 @@ pub struct SnapshotFs {
     opts: MountOptions,
     table: RwLock<Table>,
     listing: Mutex<Listing>,
-    cache: Mutex<ChunkCache>,
+    cache: Arc<Mutex<ChunkCache>>,
+    /// Chunks being decoded ahead of the reads, and the signal that one
+    /// is done.
+    ahead: Arc<(Mutex<HashSet<BlobId>>, Condvar)>,
     mounted_at: SystemTime,
     uid: u32,
     gid: u32,
@@ -254,12 +275,13 @@ impl SnapshotFs {
             opts,
             table: RwLock::new(Table::default()),
             listing: Mutex::new(Listing::default()),
-            cache: Mutex::new(ChunkCache {
+            cache: Arc::new(Mutex::new(ChunkCache {
                 map: HashMap::new(),
                 bytes: 0,
                 tick: 0,
                 budget: CHUNK_CACHE_BYTES,
-            }),
+            })),
+            ahead: Arc::new((Mutex::new(HashSet::new()), Condvar::new())),
             mounted_at: SystemTime::now(),
             uid,
             gid,
@@ -655,20 +677,49 @@ impl SnapshotFs {
         if let Some(d) = lock(&self.cache).get(id) {
             return Ok(d);
         }
-        let loc = self.repo.locate(id)?;
-        // Decoded in this thread's buffer (a chain's links and all), kept
-        // as the blob's bytes alone.
-        let d = DECODE.with(|b| {
-            let mut buf = b.borrow_mut();
-            let r = self.repo.read_blob_into(&loc, &mut buf)?;
-            let d = Arc::new(buf[r].to_vec());
-            if buf.capacity() > KEEP_BUFFER {
-                *buf = Vec::new();
+        // Being decoded ahead: wait for it rather than decode it twice.
+        {
+            let (set, done) = &*self.ahead;
+            let mut s = lock(set);
+            while s.contains(id) {
+                s = done
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            Ok::<_, Error>(d)
-        })?;
+        }
+        if let Some(d) = lock(&self.cache).get(id) {
+            return Ok(d);
+        }
+        let d = decode_chunk(&self.repo, id)?;
         lock(&self.cache).put(*id, Arc::clone(&d));
         Ok(d)
+    }
+
+    /// Starts decoding the [`READ_AHEAD`] chunks from `from` on the thread
+    /// pool, so that a file read in order finds them decoded: the kernel
+    /// asks for 128 KiB at a time and waits for each answer, which left one
+    /// core idle. A chunk that fails is left for the read that needs it to
+    /// report.
+    fn read_ahead(&self, chunks: &[BlobId], from: usize) {
+        for id in chunks.iter().skip(from).take(READ_AHEAD) {
+            let cached = lock(&self.cache).map.contains_key(id);
+            if cached || !lock(&self.ahead.0).insert(*id) {
+                continue;
+            }
+            let (repo, cache, ahead, id) = (
+                Arc::clone(&self.repo),
+                Arc::clone(&self.cache),
+                Arc::clone(&self.ahead),
+                *id,
+            );
+            rayon::spawn(move || {
+                if let Ok(d) = decode_chunk(&repo, &id) {
+                    lock(&cache).put(id, d);
+                }
+                lock(&ahead.0).remove(&id);
+                ahead.1.notify_all();
+            });
+        }
     }
 
     /// Up to `size` bytes of a file from `offset` (fewer at its end).
@@ -698,6 +749,7 @@ impl SnapshotFs {
             pos = to;
             i += 1;
         }
+        self.read_ahead(chunks, i);
         Ok(out)
     }
 
@@ -1036,6 +1088,23 @@ mod tests {
         fs.open_file(page).unwrap();
         let (_, ends) = fs.layout(page).unwrap();
         assert!(ends.len() >= 5, "{} chunks", ends.len());
+        // Reading the first bytes starts decoding the next chunks.
+        let Kind::File { node, .. } = &fs.inode(page).unwrap().kind else {
+            panic!("a file")
+        };
+        let NodeKind::File { chunks } = &node.kind else {
+            panic!("a file")
+        };
+        fs.read_at(page, 0, 10).unwrap();
+        let t0 = Instant::now();
+        while !chunks[1..=READ_AHEAD]
+            .iter()
+            .all(|c| lock(&fs.cache).map.contains_key(c))
+        {
+            assert!(t0.elapsed() < Duration::from_secs(10), "not decoded ahead");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!lock(&fs.cache).map.contains_key(&chunks[READ_AHEAD + 1]));
         assert_eq!(read_all(&fs, page, 0, 131_072), big);
         assert_eq!(read_all(&fs, page, 0, 7_777), big);
         assert_eq!(read_all(&fs, page, 123_457, 50_000), &big[123_457..]);
