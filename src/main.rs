@@ -1364,7 +1364,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
             account,
         } => {
             let repo = open(cli)?;
-            // Shared, for as long as the mount lasts: prune waits for it.
+            // Shared, for as long as the mount lasts: prune is refused meanwhile.
             let _lock = lock::acquire(&repo, false, "mount")?;
             let repo = Arc::new(indexed(cli, repo)?);
             arca::commands::mount::mount(
