@@ -264,3 +264,77 @@ fn unreachable_or_unconfigured_s3_storage_fails_clearly() {
     s3_env(&mut c, "s3:ftp://h/b");
     assert_eq!(c.output().unwrap().status.code(), Some(1));
 }
+
+#[test]
+fn a_backup_killed_mid_way_on_s3_leaves_a_valid_repository() {
+    let Some(s) = Server::start("a_backup_killed_mid_way_on_s3_leaves_a_valid_repository") else {
+        return;
+    };
+    let e = Env::new();
+    let loc = s.location("kill/acme");
+    let run = |args: &[&str]| {
+        let mut c = e.cmd(args);
+        s3_env(&mut c, &loc);
+        c
+    };
+    let ok = |args: &[&str]| e.ok_cmd(run(args));
+    ok(&["init", "--pack-size-mib", "1"]);
+    let src = e.path("src");
+    gen(&src, 0, 0.3);
+    ok(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--account",
+        "acme",
+        "--time",
+        "2024-03-01T02:00:00Z",
+    ]);
+    let store = backend(&s, "kill/acme");
+    let before = store.list(FileKind::Pack).unwrap().len();
+    // New data that does not compress: many 1 MiB packs to send.
+    for i in 0..6u64 {
+        std::fs::write(src.join(format!("scan-{i}.pdf")), noise(4 << 20, i)).unwrap();
+    }
+    // Killed (SIGKILL) once it has sent some packs of the second backup.
+    let mut child = run(&["backup", src.to_str().unwrap(), "--account", "acme"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while store.list(FileKind::Pack).unwrap().len() < before + 2
+        && child.try_wait().unwrap().is_none()
+        && t0.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    // The first snapshot is whole; the repository checks clean.
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(listed.len(), 1, "killed before its snapshot ({status})");
+    ok(&["check", "--read-data"]);
+    // The next backup completes, and the first snapshot restores exactly.
+    ok(&["backup", src.to_str().unwrap(), "--account", "acme"]);
+    ok(&["check", "--read-data"]);
+    let out = e.path("out");
+    ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out);
+    let first = e.path("first");
+    ok(&[
+        "restore",
+        listed[0]["id"].as_str().unwrap(),
+        "--target",
+        first.to_str().unwrap(),
+    ]);
+    let day0 = e.path("day0");
+    gen(&day0, 0, 0.3);
+    same_tree(&day0, &first);
+    // The packs the killed backup sent were adopted: their chunks were not
+    // stored again by the next backup.
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&["snapshots", "--json"])).unwrap();
+    let added = listed[1]["summary"]["bytes_added"].as_u64().unwrap();
+    assert!(added < 23 << 20, "{added} bytes added of 24 MiB");
+}
