@@ -84,6 +84,13 @@ fn s3_env(c: &mut Command, location: &str) {
         .env("AWS_DEFAULT_REGION", "us-east-1");
 }
 
+/// An arca command on the repository at `location`.
+fn s3_cmd(e: &Env, location: &str, args: &[&str]) -> Command {
+    let mut c = e.cmd(args);
+    s3_env(&mut c, location);
+    c
+}
+
 fn backend(s: &Server, prefix: &str) -> S3Backend {
     let creds = Credentials::new("test-key", "test-secret");
     S3Backend::new(&s.location(prefix), creds, "us-east-1").unwrap()
@@ -191,11 +198,7 @@ fn backup_restore_check_forget_and_prune_on_s3() {
     };
     let e = Env::new();
     let loc = s.location("arca-repos/acme");
-    let run = |args: &[&str]| {
-        let mut c = e.cmd(args);
-        s3_env(&mut c, &loc);
-        c
-    };
+    let run = |args: &[&str]| s3_cmd(&e, &loc, args);
     let ok = |args: &[&str]| e.ok_cmd(run(args));
     let code = |args: &[&str]| run(args).output().unwrap().status.code();
     // Nothing there yet.
@@ -272,11 +275,7 @@ fn a_backup_killed_mid_way_on_s3_leaves_a_valid_repository() {
     };
     let e = Env::new();
     let loc = s.location("kill/acme");
-    let run = |args: &[&str]| {
-        let mut c = e.cmd(args);
-        s3_env(&mut c, &loc);
-        c
-    };
+    let run = |args: &[&str]| s3_cmd(&e, &loc, args);
     let ok = |args: &[&str]| e.ok_cmd(run(args));
     ok(&["init", "--pack-size-mib", "1"]);
     let src = e.path("src");
