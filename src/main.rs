@@ -241,6 +241,11 @@ enum Cmd {
         /// Only this account's snapshots.
         #[arg(long)]
         account: Option<String>,
+        /// Let other users use the mount (as root, or with user_allow_other
+        /// in /etc/fuse.conf); the kernel then checks each file's mode and
+        /// owner as backed up.
+        #[arg(long)]
+        allow_other: bool,
     },
     /// Show sizes: logical, stored, dedup and compression ratios.
     Stats {
@@ -1362,6 +1367,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
         Cmd::Mount {
             mountpoint,
             account,
+            allow_other,
         } => {
             let repo = open(cli)?;
             // Shared, for as long as the mount lasts: prune is refused meanwhile.
@@ -1372,6 +1378,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 mountpoint,
                 arca::commands::mount::MountOptions {
                     account: account.clone(),
+                    allow_other: *allow_other,
                     ..Default::default()
                 },
                 || {

@@ -43,9 +43,15 @@ struct Mounted {
 
 impl Mounted {
     fn start(e: &Env, dir: &Path) -> Self {
+        Self::start_with(e, dir, &[])
+    }
+
+    fn start_with(e: &Env, dir: &Path, flags: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
+        let mut args = vec!["mount", dir.to_str().unwrap()];
+        args.extend_from_slice(flags);
         let child = e
-            .cmd(&["mount", dir.to_str().unwrap()])
+            .cmd(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -258,4 +264,80 @@ fn mount_errors_have_their_exit_codes() {
     std::fs::create_dir(&dir).unwrap();
     let o = e.run_pw("wrong", &["mount", dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(12));
+}
+
+/// Reads `path` as user nobody: Ok, or the errno of the failure.
+fn read_as_nobody(path: &Path) -> Result<(), String> {
+    let o = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "cat"])
+        .arg(path)
+        .output()
+        .unwrap();
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+#[test]
+fn other_users_see_a_mount_only_with_allow_other_and_only_what_modes_allow() {
+    if !fuse_or_skip("other_users_see_a_mount_only_with_allow_other_and_only_what_modes_allow") {
+        return;
+    }
+    if rustix_is_root() == Some(false) || which("runuser").is_none() {
+        eprintln!("skipped: needs root and runuser to act as another user");
+        return;
+    }
+    let e = Env::new();
+    // Other users must reach the mount point.
+    std::fs::set_permissions(e.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    e.init();
+    let src = e.path("src");
+    gen(&src, 0, 0.01);
+    std::fs::set_permissions(
+        src.join("users.csv"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    backup_at(&e, &src, "2024-03-01T02:00:00Z");
+    let latest = |mnt: &Path| mnt.join("accounts/acme/latest");
+
+    let mnt = e.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Mounted::start(&e, &mnt);
+    let err = read_as_nobody(&latest(&mnt).join("orders.csv")).unwrap_err();
+    assert!(
+        err.contains("Permission denied"),
+        "owner only by default: {err}"
+    );
+    m.stop();
+
+    let m = Mounted::start_with(&e, &mnt, &["--allow-other"]);
+    read_as_nobody(&latest(&mnt).join("orders.csv")).expect("a 0644 file reads");
+    let err = read_as_nobody(&latest(&mnt).join("users.csv")).unwrap_err();
+    assert!(
+        err.contains("Permission denied"),
+        "a 0600 file stays its owner's: {err}"
+    );
+    // Its owner (root here) still reads it.
+    assert_eq!(
+        std::fs::read(latest(&mnt).join("users.csv")).unwrap(),
+        std::fs::read(src.join("users.csv")).unwrap()
+    );
+    m.stop();
+}
+
+fn rustix_is_root() -> Option<bool> {
+    let o = std::process::Command::new("id").arg("-u").output().ok()?;
+    Some(String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|f| f.is_file())
+    })
 }

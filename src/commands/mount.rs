@@ -82,6 +82,9 @@ pub struct MountOptions {
     pub account: Option<String>,
     /// How often at most the snapshot list is read again.
     pub refresh: Duration,
+    /// Let other users use the mount; the kernel then checks every file's
+    /// mode and owner as backed up (`default_permissions`).
+    pub allow_other: bool,
 }
 
 impl Default for MountOptions {
@@ -89,6 +92,7 @@ impl Default for MountOptions {
         MountOptions {
             account: None,
             refresh: REFRESH,
+            allow_other: false,
         }
     }
 }
@@ -928,6 +932,7 @@ pub fn mount(
             mountpoint.display()
         )));
     }
+    let allow_other = opts.allow_other;
     let fs = SnapshotFs::new(repo, opts)?;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -937,6 +942,13 @@ pub fn mount(
         fuser::MountOption::FSName("arca".into()),
         fuser::MountOption::Subtype("arca".into()),
     ];
+    if allow_other {
+        // Other users, but never past a file's own permissions.
+        config.acl = fuser::SessionACL::All;
+        config
+            .mount_options
+            .push(fuser::MountOption::DefaultPermissions);
+    }
     config.n_threads = Some(
         std::thread::available_parallelism()
             .map(usize::from)
