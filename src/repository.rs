@@ -803,11 +803,6 @@ impl IndexedRepository {
 fn only(mut buf: Vec<u8>, r: Range<usize>) -> Vec<u8> {
     buf.truncate(r.end);
     buf.drain(..r.start);
-    // The buffer held the whole chain (and reserved ahead): returned as is,
-    // a blob kept for later (mount's chunk cache) would hold all of it.
-    if buf.capacity() > buf.len() + buf.len() / 4 {
-        buf.shrink_to_fit();
-    }
     buf
 }
 
