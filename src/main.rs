@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use arca::backend::{is_s3_location, Backend, LocalBackend, S3Backend};
 use arca::commands::{
-    self, backup, check, export, forget, parse_time, prune, repair, restore, snapshots, stats,
-    Progress,
+    self, backup, browse, check, export, forget, parse_time, prune, repair, restore, snapshots,
+    stats, Progress,
 };
 use arca::crypto::KdfParams;
 use arca::error::exit;
@@ -214,6 +214,60 @@ enum Cmd {
         /// (RFC 3339 or YYYY-MM-DD[THH:MM:SS], UTC).
         #[arg(long)]
         at: Option<String>,
+    },
+    /// List the files of a snapshot (or of a path in it), with what is below
+    /// each directory.
+    Ls {
+        /// Snapshot id (or unique prefix), or "latest".
+        snapshot: String,
+        /// A path in the snapshot (orders.csv, apps/crm); its root when absent.
+        path: Option<String>,
+        /// Show type and permissions, owner, group, size and time.
+        #[arg(short, long)]
+        long: bool,
+        /// A directory's own entries only, not what is below them.
+        #[arg(long)]
+        no_recurse: bool,
+        /// With "latest" or --at: the account whose snapshot to list.
+        #[arg(long)]
+        account: Option<String>,
+        /// The newest snapshot at or before this time (as for restore).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Write a file of a snapshot to standard output as stored, or a
+    /// directory (`/` for all of it) as a tar archive.
+    Dump {
+        /// Snapshot id (or unique prefix), or "latest".
+        snapshot: String,
+        /// The file or directory in the snapshot.
+        path: String,
+        /// Write into this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// With "latest" or --at: the account whose snapshot to read.
+        #[arg(long)]
+        account: Option<String>,
+        /// The newest snapshot at or before this time (as for restore).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Show what changed between two snapshots (+ added, - removed, M
+    /// modified, U metadata only, T type changed), and the data each holds
+    /// that the other does not.
+    Diff {
+        /// The older snapshot (id, prefix, "latest" or "latest~N"); alone,
+        /// the newer one, compared with the account's snapshot before it.
+        old: String,
+        /// The newer snapshot.
+        new: Option<String>,
+        /// With "latest" or "latest~N": the account.
+        #[arg(long)]
+        account: Option<String>,
+        /// For each CSV table whose content changed: the rows added, removed
+        /// and changed, matched by the first column, with example keys.
+        #[arg(long)]
+        records: bool,
     },
     /// Export a snapshot as CSV or JSON tables in ZIP file(s) (README "Export").
     Export(Box<ExportArgs>),
@@ -780,6 +834,267 @@ fn indexed(cli: &Cli, repo: Repository) -> CliResult<IndexedRepository> {
     Ok(repo.open_index(&root)?)
 }
 
+/// Opens the repository and its index under a shared lock named `what`,
+/// for commands that only read.
+fn open_read(cli: &Cli, what: &str) -> CliResult<(IndexedRepository, lock::LockGuard)> {
+    let repo = open(cli)?;
+    let guard = lock::acquire(&repo, false, what)?;
+    Ok((indexed(cli, repo)?, guard))
+}
+
+/// `ls`: entries stream out as they are read (a JSON array with --json).
+fn list_entries(
+    cli: &Cli,
+    repo: &IndexedRepository,
+    root: &arca::id::BlobId,
+    path: &str,
+    long: bool,
+    recursive: bool,
+) -> CliResult<i32> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut first = true;
+    browse::ls(repo, root, path, recursive, &mut |e| {
+        if cli.json {
+            buf.extend_from_slice(if first { b"[\n" } else { b",\n" });
+            serde_json::to_writer(&mut buf, e).map_err(|e| Error::Invalid(e.to_string()))?;
+        } else {
+            let slash = if e.kind == "dir" { "/" } else { "" };
+            let arrow = e
+                .target
+                .as_deref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            let line = if long {
+                format!(
+                    "{} {:>6} {:>6} {:>12} {} {}{slash}{arrow}\n",
+                    e.permissions,
+                    e.uid,
+                    e.gid,
+                    e.size,
+                    &e.mtime[..e.mtime.len().min(19)].replace('T', " "),
+                    e.path
+                )
+            } else {
+                format!("{}{slash}\n", e.path)
+            };
+            buf.extend_from_slice(line.as_bytes());
+        }
+        first = false;
+        if buf.len() >= 1 << 16 {
+            emit_bytes(&buf);
+            buf.clear();
+        }
+        Ok(())
+    })?;
+    if cli.json {
+        buf.extend_from_slice(if first { b"[]\n" } else { b"\n]\n" });
+    }
+    emit_bytes(&buf);
+    Ok(exit::OK)
+}
+
+/// `dump`: a file's bytes, or a directory's tar archive, to standard output
+/// (or `output`). A reader that goes away (`| head`) ends it quietly.
+fn dump(
+    cli: &Cli,
+    repo: &IndexedRepository,
+    root: &arca::id::BlobId,
+    path: &str,
+    output: Option<&Path>,
+) -> CliResult<i32> {
+    let bar = Bar::new(cli, true);
+    let st = match output {
+        Some(o) => {
+            let mut f = std::fs::File::create(o).map_err(|e| Error::io(o, e))?;
+            let name = o.display().to_string();
+            let st = browse::dump(repo, root, path, &mut f, &name, &bar)?;
+            f.sync_all().map_err(|e| Error::io(o, e))?;
+            st
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(Fail::Usage(
+                    "dump writes binary data: redirect standard output, or give --output FILE"
+                        .into(),
+                ));
+            }
+            let mut o = std::io::stdout().lock();
+            match browse::dump(repo, root, path, &mut o, "standard output", &bar) {
+                Ok(st) => st,
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    return Ok(exit::OK)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    drop(bar);
+    if output.is_some() {
+        if cli.json {
+            print_json(&st)?;
+        } else {
+            say(
+                cli,
+                &format!(
+                    "wrote {} ({} files, {:.2} MB)",
+                    if st.tar { "a tar archive" } else { "the file" },
+                    st.files,
+                    st.bytes as f64 / 1e6
+                ),
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// A byte count for people: `512 B`, `3.4 KB`, `12.50 MB`, `1.02 GB`.
+fn human(b: u64) -> String {
+    let f = b as f64;
+    match b {
+        0..=999 => format!("{b} B"),
+        1_000..=999_999 => format!("{:.1} KB", f / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2} MB", f / 1e6),
+        _ => format!("{:.2} GB", f / 1e9),
+    }
+}
+
+/// `diff`: the changes as they are found, then the totals.
+fn diff(
+    cli: &Cli,
+    repo: &IndexedRepository,
+    old: &str,
+    new: Option<&str>,
+    account: Option<&str>,
+    records: bool,
+) -> CliResult<i32> {
+    use arca::commands::diff::{self as d, ChangeKind};
+    use arca::commands::rowdiff;
+    let ((oid, osnap), (nid, nsnap)) = match new {
+        Some(n) => (
+            repo.find_snapshot(old, account)?,
+            repo.find_snapshot(n, account)?,
+        ),
+        None => {
+            let (nid, nsnap) = repo.find_snapshot(old, account)?;
+            let before = repo
+                .snapshots()?
+                .into_iter()
+                .rfind(|(id, s)| {
+                    s.account == nsnap.account
+                        && (s.time, s.nanos, *id) < (nsnap.time, nsnap.nanos, nid)
+                })
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "snapshot {} is the first of account {:?}: nothing to compare it with",
+                        nid.short(),
+                        nsnap.account
+                    ))
+                })?;
+            (before, (nid, nsnap))
+        }
+    };
+    let mut changes = Vec::new();
+    let mb = |b: Option<u64>| b.map(human).unwrap_or_default();
+    if !cli.json {
+        say(
+            cli,
+            &format!(
+                "comparing snapshot {} ({}) with {} ({})",
+                oid.short(),
+                commands::format_time(osnap.time, 0),
+                nid.short(),
+                commands::format_time(nsnap.time, 0)
+            ),
+        );
+    }
+    let mut tables = Vec::new();
+    let st = d::diff(repo, &osnap.tree, &nsnap.tree, &mut |c| {
+        if records && c.change == ChangeKind::Modified && rowdiff::is_table(&c.path) {
+            tables.push(c.path.clone());
+        }
+        if cli.json {
+            changes.push(c.clone());
+        } else {
+            let slash = if c.kind == "dir" { "/" } else { "" };
+            let sizes = match (c.change, c.old_size, c.new_size) {
+                (ChangeKind::Modified, Some(_), Some(_)) => {
+                    format!("  ({} -> {})", mb(c.old_size), mb(c.new_size))
+                }
+                (_, _, Some(_)) | (_, Some(_), None) => {
+                    format!("  ({})", mb(c.new_size.or(c.old_size)))
+                }
+                _ => String::new(),
+            };
+            outln!("{}  {}{slash}{sizes}", c.change.mark(), c.path);
+        }
+        Ok(())
+    })?;
+    let mut rows = Vec::new();
+    for t in &tables {
+        let r = rowdiff::table_diff(repo, &osnap.tree, &nsnap.tree, t)?;
+        if !cli.json {
+            outln!(
+                "{}: {} added, {} removed, {} changed (key {}){}",
+                r.path,
+                r.added,
+                r.removed,
+                r.changed,
+                r.key,
+                if r.header_changed {
+                    "; the header changed"
+                } else {
+                    ""
+                }
+            );
+            for (what, keys, n) in [
+                ("added", &r.added_keys, r.added),
+                ("removed", &r.removed_keys, r.removed),
+                ("changed", &r.changed_keys, r.changed),
+            ] {
+                if !keys.is_empty() {
+                    let more = if n > keys.len() as u64 { ", …" } else { "" };
+                    outln!("  {what}: {}{more}", keys.join(", "));
+                }
+            }
+        }
+        rows.push(r);
+    }
+    if cli.json {
+        let mut v = serde_json::json!({
+            "old": oid.to_hex(),
+            "new": nid.to_hex(),
+            "changes": changes,
+            "stats": st,
+        });
+        if records {
+            v["tables"] = serde_json::to_value(&rows).map_err(|e| Fail::Usage(e.to_string()))?;
+        }
+        print_json(&v)?;
+    } else {
+        say(
+            cli,
+            &format!(
+                "files: {} added, {} removed, {} modified, {} metadata only, {} type changed; dirs: {} added, {} removed\n\
+                 data: {} in {} chunks added, {} in {} chunks no longer referenced",
+                st.files_added,
+                st.files_removed,
+                st.files_modified,
+                st.metadata_changed,
+                st.type_changed,
+                st.dirs_added,
+                st.dirs_removed,
+                human(st.bytes_added),
+                st.chunks_added,
+                human(st.bytes_removed),
+                st.chunks_removed
+            ),
+        );
+    }
+    Ok(exit::OK)
+}
+
 /// `restore --table`: the matching records to stdout, written as they are
 /// found (in batches), the table's header first.
 fn restore_records(
@@ -1274,6 +1589,54 @@ fn run(cli: &Cli) -> CliResult<i32> {
                     ),
                 );
             }
+        }
+        Cmd::Ls {
+            snapshot,
+            path,
+            long,
+            no_recurse,
+            account,
+            at,
+        } => {
+            let (repo, _lock) = open_read(cli, "ls")?;
+            let at = at.as_deref().map(parse_time).transpose()?.map(|t| t.0);
+            let (_, snap) = commands::pick_snapshot(&repo, snapshot, account.as_deref(), at)?;
+            return list_entries(
+                cli,
+                &repo,
+                &snap.tree,
+                path.as_deref().unwrap_or(""),
+                *long,
+                !*no_recurse,
+            );
+        }
+        Cmd::Dump {
+            snapshot,
+            path,
+            output,
+            account,
+            at,
+        } => {
+            let (repo, _lock) = open_read(cli, "dump")?;
+            let at = at.as_deref().map(parse_time).transpose()?.map(|t| t.0);
+            let (_, snap) = commands::pick_snapshot(&repo, snapshot, account.as_deref(), at)?;
+            return dump(cli, &repo, &snap.tree, path, output.as_deref());
+        }
+        Cmd::Diff {
+            old,
+            new,
+            account,
+            records,
+        } => {
+            let (repo, _lock) = open_read(cli, "diff")?;
+            return diff(
+                cli,
+                &repo,
+                old,
+                new.as_deref(),
+                account.as_deref(),
+                *records,
+            );
         }
         Cmd::Export(a) => run_export(cli, a)?,
         Cmd::Exports { account } => {

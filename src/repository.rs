@@ -422,7 +422,8 @@ impl Repository {
         Ok(out)
     }
 
-    /// Resolves "latest" (optionally within an account) or an id prefix.
+    /// Resolves "latest" (optionally within an account), "latest~N" (the
+    /// N-th before it) or an id prefix.
     pub fn find_snapshot(
         &self,
         spec: &str,
@@ -440,6 +441,22 @@ impl Repository {
                     None => "the repository has no snapshots".into(),
                 })
             });
+        }
+        if let Some(back) = spec.strip_prefix("latest~") {
+            let back: usize = back
+                .parse()
+                .map_err(|_| Error::Invalid(format!("{spec:?}: want latest~N, N a number")))?;
+            let n = cands.len();
+            return if back < n {
+                Ok(cands.swap_remove(n - 1 - back))
+            } else {
+                Err(Error::Invalid(format!(
+                    "{spec:?}: there are only {n} snapshots{}",
+                    account
+                        .map(|a| format!(" for account {a:?}"))
+                        .unwrap_or_default()
+                )))
+            };
         }
         let spec_l = spec.to_ascii_lowercase();
         cands.retain(|(id, _)| id.to_hex().starts_with(&spec_l));

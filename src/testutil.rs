@@ -52,3 +52,40 @@ pub fn small_chunk_repo(
         },
     )
 }
+
+/// Rows (added, removed, changed) between two CSV tables with headers,
+/// found the slow way: both parsed whole into key -> rows, equal rows
+/// cancelled per key, the rest paired up as changes. The reference that
+/// `diff --records` is tested against.
+pub fn csv_row_changes(a: &[u8], b: &[u8]) -> (u64, u64, u64) {
+    type Rows = std::collections::HashMap<Vec<u8>, Vec<Vec<Vec<u8>>>>;
+    fn rows(t: &[u8]) -> Rows {
+        let mut m = Rows::new();
+        let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(t);
+        for rec in r.byte_records().flatten() {
+            let f: Vec<Vec<u8>> = rec.iter().map(<[u8]>::to_vec).collect();
+            m.entry(f.first().cloned().unwrap_or_default())
+                .or_default()
+                .push(f);
+        }
+        m
+    }
+    let (ra, mut rb) = (rows(a), rows(b));
+    let (mut added, mut removed, mut changed) = (0, 0, 0);
+    for (k, mut va) in ra {
+        let mut vb = rb.remove(&k).unwrap_or_default();
+        va.retain(|r| match vb.iter().position(|x| x == r) {
+            Some(p) => {
+                vb.remove(p);
+                false
+            }
+            None => true,
+        });
+        let both = va.len().min(vb.len()) as u64;
+        changed += both;
+        removed += va.len() as u64 - both;
+        added += vb.len() as u64 - both;
+    }
+    added += rb.values().map(|v| v.len() as u64).sum::<u64>();
+    (added, removed, changed)
+}

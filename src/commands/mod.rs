@@ -1,7 +1,9 @@
 //! One module per operation, each a small function over the repository API.
 
 pub mod backup;
+pub mod browse;
 pub mod check;
+pub mod diff;
 pub mod export;
 pub mod forget;
 pub mod mount;
@@ -9,6 +11,7 @@ pub mod prune;
 pub mod records;
 pub mod repair;
 pub mod restore;
+pub mod rowdiff;
 pub mod snapshots;
 pub mod stats;
 
