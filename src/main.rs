@@ -264,8 +264,10 @@ enum Cmd {
         /// With "latest" or "latest~N": the account.
         #[arg(long)]
         account: Option<String>,
-        /// For each CSV table whose content changed: the rows added, removed
-        /// and changed, matched by the first column, with example keys.
+        /// For each table whose content changed (a CSV file, a JSON app, the
+        /// audit log): the records added, removed and changed, matched by
+        /// key (a CSV's first column, a JSON record's _id or id), with
+        /// example keys.
         #[arg(long)]
         records: bool,
     },
@@ -1009,11 +1011,7 @@ fn diff(
             ),
         );
     }
-    let mut tables = Vec::new();
     let st = d::diff(repo, &osnap.tree, &nsnap.tree, &mut |c| {
-        if records && c.change == ChangeKind::Modified && rowdiff::is_table(&c.path) {
-            tables.push(c.path.clone());
-        }
         if cli.json {
             changes.push(c.clone());
         } else {
@@ -1031,13 +1029,16 @@ fn diff(
         }
         Ok(())
     })?;
-    let mut rows = Vec::new();
-    for t in &tables {
-        let r = rowdiff::table_diff(repo, &osnap.tree, &nsnap.tree, t)?;
+    let rows = if records {
+        rowdiff::record_changes(repo, &osnap.tree, &nsnap.tree)?
+    } else {
+        Vec::new()
+    };
+    for r in &rows {
         if !cli.json {
             outln!(
                 "{}: {} added, {} removed, {} changed (key {}){}",
-                r.path,
+                r.table,
                 r.added,
                 r.removed,
                 r.changed,
@@ -1059,7 +1060,6 @@ fn diff(
                 }
             }
         }
-        rows.push(r);
     }
     if cli.json {
         let mut v = serde_json::json!({

@@ -198,10 +198,10 @@ fn diff_names_the_files_that_changed() {
         .collect();
     assert_eq!(tables.len(), csv.len());
     for t in tables {
-        let n = t["path"].as_str().unwrap();
+        let n = format!("{}.csv", t["table"].as_str().unwrap());
         let want = arca::testutil::csv_row_changes(
-            &std::fs::read(old.join(n)).unwrap(),
-            &std::fs::read(src.join(n)).unwrap(),
+            &std::fs::read(old.join(&n)).unwrap(),
+            &std::fs::read(src.join(&n)).unwrap(),
         );
         let counts = |k: &str| t[k].as_u64().unwrap();
         assert_eq!(
@@ -212,5 +212,5 @@ fn diff_names_the_files_that_changed() {
     }
     assert!(tables.iter().any(|t| t["changed"].as_u64() > Some(0)));
     let text = e.ok(&["diff", "latest", "--account", "acme", "--records"]);
-    assert!(text.contains("orders.csv: "), "{text}");
+    assert!(text.contains("\norders: "), "{text}");
 }

@@ -1,26 +1,34 @@
-//! `arca diff --records`: which rows of a CSV table changed between two
-//! snapshots, matched by the table's first column (its key).
+//! `arca diff --records`: which records of each table changed between two
+//! snapshots, matched by key: a CSV table's first column, a JSON record's
+//! `_id` (or `id`). Tables are those `export` names.
 //!
-//! Both versions are parsed as they stream from the repository, but only
-//! the rows that touch a chunk the other version does not have are kept
-//! (a key hash, a row hash and the key's bytes): a row that lies inside a
-//! chunk both versions share is the same row in both. That holds when the
-//! parser enters the chunk in the same state on both sides (not inside a
-//! quoted field); a digest of the skipped rows per shared chunk proves it,
-//! and when the digests differ the table is compared again row by row
-//! without skipping. Rows are then matched by key: the same key with the
-//! same fields is unchanged (it moved or sat on a chunk boundary), with
-//! other fields changed; a key on one side only was added or removed. Keys
-//! that repeat are matched as multisets.
+//! CSV: both versions are parsed as they stream from the repository, but
+//! only the rows that touch a chunk the other version does not have are
+//! kept (a key hash, a row hash and the key's bytes): a row that lies
+//! inside a chunk both versions share is the same row in both. That holds
+//! when the parser enters the chunk in the same state on both sides (not
+//! inside a quoted field); a digest of the skipped rows per shared chunk
+//! proves it, and when the digests differ the table is compared again row
+//! by row without skipping.
+//!
+//! JSON: a file with the same path and chunks on both sides holds the same
+//! records and is not read; the records of the other files are kept.
+//!
+//! Rows are then matched by key: the same key with the same content is
+//! unchanged (it moved, or sat on a chunk boundary), with other content
+//! changed; a key on one side only was added or removed. Keys that repeat
+//! are matched as multisets. Over [`ROW_BUDGET`] rows a version, the table
+//! is compared in passes over partitions of the key hashes.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use crate::commands::browse::{lookup, Item};
-use crate::commands::export::{unwrap_io, Ctx};
+use crate::commands::export::{collect_files, each_record, unwrap_io, Ctx};
 use crate::commands::NoProgress;
 use crate::error::{Error, Result};
-use crate::export::SrcFile;
+use crate::export::zipout::Fit;
+use crate::export::{plan, Source, SrcFile, TableSpec};
 use crate::format::tree::NodeKind;
 use crate::id::BlobId;
 use crate::repository::IndexedRepository;
@@ -31,9 +39,10 @@ pub const EXAMPLES: usize = 5;
 /// The row changes of one table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TableDiff {
-    /// The file's path.
-    pub path: String,
-    /// The key column (the header's first name in the newer version).
+    /// The table, as `export` names it (a CSV file's path, a JSON app).
+    pub table: String,
+    /// The key: a CSV header's first name (in the newer version), or the
+    /// JSON records' `_id` or `id` field.
     pub key: String,
     /// Whether the header row changed.
     pub header_changed: bool,
@@ -57,14 +66,6 @@ pub struct TableDiff {
     pub passes: u64,
 }
 
-/// Whether `path` names a CSV table.
-pub fn is_table(path: &str) -> bool {
-    path.rsplit('.')
-        .next()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-        && path.contains('.')
-}
-
 fn file_at(repo: &IndexedRepository, tree: &BlobId, path: &str) -> Result<SrcFile> {
     match lookup(repo, tree, path)? {
         Item::Leaf {
@@ -85,41 +86,156 @@ fn file_at(repo: &IndexedRepository, tree: &BlobId, path: &str) -> Result<SrcFil
 /// partition, so memory stays near 100 MB whatever the table's size.
 pub const ROW_BUDGET: usize = 2 << 20;
 
-/// Compares the table at `path` in the trees `old` and `new` (both must
-/// hold it as a file).
+/// Compares the CSV table at `path` in the trees `old` and `new` (both
+/// must hold it as a file).
 pub fn table_diff(
     repo: &IndexedRepository,
     old: &BlobId,
     new: &BlobId,
     path: &str,
 ) -> Result<TableDiff> {
-    table_diff_within(repo, old, new, path, ROW_BUDGET)
+    let a = file_at(repo, old, path)?;
+    let b = file_at(repo, new, path)?;
+    compare(
+        repo,
+        path,
+        Version::Csv(Some(&a)),
+        Version::Csv(Some(&b)),
+        ROW_BUDGET,
+    )
 }
 
-/// [`table_diff`] with `budget` rows per version and pass.
-pub fn table_diff_within(
+/// The record changes of every table (as `export` names them: a CSV file,
+/// a JSON app, the audit log) whose content differs between the trees
+/// `old` and `new`, in table order; a table on one side only has all its
+/// records added or removed.
+pub fn record_changes(
     repo: &IndexedRepository,
     old: &BlobId,
     new: &BlobId,
-    path: &str,
+) -> Result<Vec<TableDiff>> {
+    record_changes_within(repo, old, new, ROW_BUDGET)
+}
+
+/// [`record_changes`] with `budget` rows per version and pass.
+pub fn record_changes_within(
+    repo: &IndexedRepository,
+    old: &BlobId,
+    new: &BlobId,
+    budget: usize,
+) -> Result<Vec<TableDiff>> {
+    let tables = |tree: &BlobId| -> Result<Vec<TableSpec>> {
+        let mut files = Vec::new();
+        collect_files(repo, tree, "", &mut files)?;
+        Ok(plan(files).tables)
+    };
+    let (ta, tb) = (tables(old)?, tables(new)?);
+    let mut names: Vec<&str> = ta.iter().chain(&tb).map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        let find = |v: &'_ [TableSpec]| v.iter().find(|t| t.name == name).map(|t| t.source.clone());
+        let d = match (find(&ta), find(&tb)) {
+            (Some(Source::Csv(a)), Some(Source::Csv(b))) if a.chunks == b.chunks => continue,
+            (Some(Source::Csv(a)), Some(Source::Csv(b))) => compare(
+                repo,
+                name,
+                Version::Csv(Some(&a)),
+                Version::Csv(Some(&b)),
+                budget,
+            )?,
+            (Some(Source::Csv(a)), None) => compare(
+                repo,
+                name,
+                Version::Csv(Some(&a)),
+                Version::Csv(None),
+                budget,
+            )?,
+            (None, Some(Source::Csv(b))) => compare(
+                repo,
+                name,
+                Version::Csv(None),
+                Version::Csv(Some(&b)),
+                budget,
+            )?,
+            (a, b) => {
+                // JSON records (or a table that changed its kind): files
+                // with the same path and chunks hold the same records.
+                let files = |s: Option<Source>| match s {
+                    Some(Source::Json { files, .. }) => files,
+                    Some(Source::Csv(f)) => vec![f],
+                    None => Vec::new(),
+                };
+                let (fa, fb) = (files(a), files(b));
+                let same = |f: &SrcFile, other: &[SrcFile]| {
+                    other
+                        .iter()
+                        .any(|o| o.path == f.path && o.chunks == f.chunks)
+                };
+                let ca: Vec<SrcFile> = fa.iter().filter(|f| !same(f, &fb)).cloned().collect();
+                let cb: Vec<SrcFile> = fb.iter().filter(|f| !same(f, &fa)).cloned().collect();
+                if ca.is_empty() && cb.is_empty() {
+                    continue;
+                }
+                compare(repo, name, Version::Json(&ca), Version::Json(&cb), budget)?
+            }
+        };
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// What one version of a table is read from.
+#[derive(Clone, Copy)]
+enum Version<'a> {
+    /// A CSV file (absent: the table is not on this side).
+    Csv(Option<&'a SrcFile>),
+    /// The JSON files to read (those the other side does not share).
+    Json(&'a [SrcFile]),
+}
+
+fn chunk_set(v: Version) -> HashSet<BlobId> {
+    match v {
+        Version::Csv(Some(f)) => f.chunks.iter().copied().collect(),
+        _ => HashSet::new(),
+    }
+}
+
+fn read(
+    repo: &IndexedRepository,
+    v: Version,
+    label: &str,
+    shared: Option<&HashSet<BlobId>>,
+    part: Part,
+) -> Result<Side> {
+    match v {
+        Version::Csv(Some(f)) => parse(repo, f, shared, part),
+        Version::Csv(None) => Ok(Side::default()),
+        Version::Json(files) => parse_json(repo, files, label, part),
+    }
+}
+
+/// Compares two versions of the table `label`, in as many passes as
+/// `budget` rows per version and pass need.
+fn compare(
+    repo: &IndexedRepository,
+    label: &str,
+    a: Version,
+    b: Version,
     budget: usize,
 ) -> Result<TableDiff> {
-    let a = file_at(repo, old, path)?;
-    let b = file_at(repo, new, path)?;
-    let (sa, sb): (HashSet<BlobId>, HashSet<BlobId>) = (
-        a.chunks.iter().copied().collect(),
-        b.chunks.iter().copied().collect(),
-    );
+    let (sa, sb) = (chunk_set(a), chunk_set(b));
     // The two versions parse at once, on threads of their own: each waits
     // on chunks that the thread pool decodes, so neither may block a
     // worker of that pool.
     let both = |skip: bool, part: Part| -> Result<(Side, Side)> {
         std::thread::scope(|s| {
-            let x = s.spawn(|| parse(repo, &a, skip.then_some(&sb), part));
-            let y = parse(repo, &b, skip.then_some(&sa), part);
+            let x = s.spawn(|| read(repo, a, label, skip.then_some(&sb), part));
+            let y = read(repo, b, label, skip.then_some(&sa), part);
             let x = x
                 .join()
-                .map_err(|_| Error::Invalid(format!("{path}: the comparison failed")))?;
+                .map_err(|_| Error::Invalid(format!("{label}: the comparison failed")))?;
             Ok((x?, y?))
         })
     };
@@ -152,7 +268,7 @@ pub fn table_diff_within(
     loop {
         match passes(parts)? {
             Ok(mut out) => {
-                out.path = path.to_string();
+                out.table = label.to_string();
                 return Ok(out);
             }
             Err(more) => parts = more,
@@ -188,6 +304,8 @@ struct Side {
     /// Set when the pass went over its budget: the rows the partition
     /// would hold in all, estimated from the bytes parsed so far.
     over: Option<u64>,
+    /// The JSON field that keyed the records (`_id` or `id`).
+    key_name: Option<&'static str>,
     /// Per shared chunk: rows skipped inside it, and the sum of their hashes.
     digests: HashMap<BlobId, (u64, u64)>,
 }
@@ -280,24 +398,103 @@ fn parse(
                 side.over = Some(est.max(part.budget as u64 + 1));
                 return Ok(());
             }
-            // Keys are for showing: a very long one is cut.
-            let shown = &k[..k.len().min(usize::from(u16::MAX))];
-            let (Ok(key_at), Ok(seq)) = (u32::try_from(side.keys.len()), u32::try_from(seq)) else {
-                return Err(Error::Invalid(format!(
-                    "{}: too many rows to compare record by record",
-                    file.path
-                )));
-            };
-            side.rows.push(Row {
-                key,
-                fields,
-                seq,
-                key_at,
-            });
-            side.keys
-                .extend_from_slice(&(shown.len() as u16).to_le_bytes());
-            side.keys.extend_from_slice(shown);
+            push_row(&mut side, key, fields, seq, k, &file.path)?;
         }
+    })?;
+    Ok(side)
+}
+
+/// Keeps a row for matching.
+fn push_row(side: &mut Side, key: u64, fields: u64, seq: u64, k: &[u8], label: &str) -> Result<()> {
+    // Keys are for showing: a very long one is cut.
+    let shown = &k[..k.len().min(usize::from(u16::MAX))];
+    let (Ok(key_at), Ok(seq)) = (u32::try_from(side.keys.len()), u32::try_from(seq)) else {
+        return Err(Error::Invalid(format!(
+            "{label}: too many rows to compare record by record"
+        )));
+    };
+    side.rows.push(Row {
+        key,
+        fields,
+        seq,
+        key_at,
+    });
+    side.keys
+        .extend_from_slice(&(shown.len() as u16).to_le_bytes());
+    side.keys.extend_from_slice(shown);
+    Ok(())
+}
+
+/// The fields that identify a JSON record, read without building the rest.
+#[derive(serde::Deserialize)]
+struct Ids<'a> {
+    #[serde(rename = "_id", default, borrow)]
+    underscore: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    id: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Reads the records of JSON `files`, keyed by `_id` (or `id`) within the
+/// member that holds them; a record with neither is keyed by its bytes.
+fn parse_json(
+    repo: &IndexedRepository,
+    files: &[SrcFile],
+    label: &str,
+    part: Part,
+) -> Result<Side> {
+    let mut cx = Ctx {
+        repo,
+        progress: &NoProgress,
+        bytes_read: 0,
+    };
+    let mut side = Side::default();
+    let mut seq = 0u64;
+    let mut key = Vec::new();
+    let _fit = each_record(&mut cx, files, &mut |member, rec| {
+        if side.over.is_some() {
+            return Ok(Fit::Ok);
+        }
+        seq += 1;
+        let ids: Ids = serde_json::from_slice(rec)
+            .map_err(|e| Error::Invalid(format!("{label}: a record is not a JSON object: {e}")))?;
+        // Records of different members (users, groups) never match.
+        key.clear();
+        if let Some(m) = member {
+            key.extend_from_slice(m.as_bytes());
+        }
+        key.push(0);
+        let shown = match (ids.underscore, ids.id) {
+            (Some(v), _) | (None, Some(v)) => {
+                side.key_name = Some(if ids.underscore.is_some() {
+                    "_id"
+                } else {
+                    "id"
+                });
+                let t = v.get();
+                let t = t
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .unwrap_or(t);
+                key.extend_from_slice(t.as_bytes());
+                t
+            }
+            // Without an id a record can only be added or removed.
+            (None, None) => {
+                key.extend_from_slice(rec);
+                "(no id)"
+            }
+        };
+        let kh = hash_key(&key);
+        if kh % part.of != part.index {
+            return Ok(Fit::Ok);
+        }
+        if side.rows.len() >= part.budget {
+            // No byte count here to estimate from: twice the partitions.
+            side.over = Some(part.budget as u64 * 2);
+            return Ok(Fit::Ok);
+        }
+        push_row(&mut side, kh, hash_key(rec), seq, shown.as_bytes(), label)?;
+        Ok(Fit::Ok)
     })?;
     Ok(side)
 }
@@ -323,6 +520,7 @@ fn matched(d: &mut TableDiff, mut a: Side, mut b: Side, found: &mut Vec<(u32, u8
             .first()
             .or(a.header.first())
             .map(|h| String::from_utf8_lossy(h).into_owned())
+            .or_else(|| b.key_name.or(a.key_name).map(str::to_string))
             .unwrap_or_default();
         d.header_changed = a.header != b.header;
     }
@@ -407,6 +605,10 @@ mod tests {
     fn snap(repo: &IndexedRepository, dir: &std::path::Path, table: &[u8]) -> BlobId {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("t.csv"), table).unwrap();
+        snap_dir(repo, dir)
+    }
+
+    fn snap_dir(repo: &IndexedRepository, dir: &std::path::Path) -> BlobId {
         backup(
             repo,
             &BackupOptions {
@@ -419,6 +621,11 @@ mod tests {
         .unwrap()
         .snapshot
         .tree
+    }
+
+    fn only(mut v: Vec<TableDiff>) -> TableDiff {
+        assert_eq!(v.len(), 1, "{v:?}");
+        v.remove(0)
     }
 
     fn row(id: u64, qty: u64) -> String {
@@ -468,7 +675,7 @@ mod tests {
         );
 
         // A budget of 300 rows per pass gives the same answer in passes.
-        let p = table_diff_within(&repo, &old, &new, "t.csv", 300).unwrap();
+        let p = only(record_changes_within(&repo, &old, &new, 300).unwrap());
         assert!(p.passes > 1, "{p:?}");
         assert_eq!(
             (
@@ -538,7 +745,7 @@ mod tests {
             let want = reference(a.as_bytes(), b.as_bytes());
             assert!(want.0 > 0 && want.1 > 0 && want.2 > 0, "{want:?}");
             for budget in [ROW_BUDGET, 500] {
-                let d = table_diff_within(&repo, &old, &new, "t.csv", budget).unwrap();
+                let d = only(record_changes_within(&repo, &old, &new, budget).unwrap());
                 assert_eq!(
                     (d.added, d.removed, d.changed),
                     want,
@@ -567,11 +774,102 @@ mod tests {
         assert_eq!(d.rows_compared, 3999);
     }
 
+    fn rec(id: &str, status: &str) -> String {
+        format!(
+            r#"{{"_id":"{id}","Name":"N {id}","_status":"{status}","comments":[{{"id":"c-{id}","text":"x"}}]}}"#
+        )
+    }
+
+    fn write_all(dir: &std::path::Path, files: &[(&str, String)]) {
+        let _ = std::fs::remove_dir_all(dir);
+        for (p, body) in files {
+            let p = dir.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+    }
+
     #[test]
-    fn tables_are_csv_files() {
-        assert!(is_table("orders.csv"));
-        assert!(is_table("a/B.CSV"));
-        assert!(!is_table("csv"));
-        assert!(!is_table("settings.json"));
+    fn json_records_are_matched_by_id_across_pages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = small_chunk_repo(&tmp.path().join("cache")).unwrap();
+        let page = |recs: &[String]| format!("[\n{}\n]\n", recs.join(",\n"));
+        let events = |n: u32| {
+            let ev: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"id":"ev_{i}","action":"item.update"}}"#))
+                .collect();
+            format!("{{\"file\":1,\"events\":[\n{}\n]}}\n", ev.join(",\n"))
+        };
+        let p1: Vec<String> = (1..=50).map(|i| rec(&format!("Pk{i}"), "Open")).collect();
+        let p2: Vec<String> = (51..=100).map(|i| rec(&format!("Pk{i}"), "Open")).collect();
+        let settings = ("settings.json", "{}".to_string());
+        let dir = tmp.path().join("src");
+        write_all(
+            &dir,
+            &[
+                ("apps/CRM/records/page-00001.json", page(&p1)),
+                ("apps/CRM/records/page-00002.json", page(&p2)),
+                ("apps/Other/records/page-00001.json", page(&p1[..3])),
+                ("audit-logs/audit-log-000001.json", events(20)),
+                settings.clone(),
+            ],
+        );
+        let old = snap_dir(&repo, &dir);
+        // Page 1: Pk7 changed, Pk1 moved to page 2 unchanged; page 2: Pk60
+        // removed; page 3: Pk500 added; one more audit event; Other as is.
+        let mut q1 = p1.clone();
+        q1[6] = rec("Pk7", "Closed");
+        let moved = q1.remove(0);
+        let mut q2 = p2.clone();
+        q2.retain(|r| !r.contains("\"Pk60\""));
+        q2.push(moved);
+        write_all(
+            &dir,
+            &[
+                ("apps/CRM/records/page-00001.json", page(&q1)),
+                ("apps/CRM/records/page-00002.json", page(&q2)),
+                (
+                    "apps/CRM/records/page-00003.json",
+                    page(&[rec("Pk500", "Open")]),
+                ),
+                ("apps/Other/records/page-00001.json", page(&p1[..3])),
+                ("audit-logs/audit-log-000001.json", events(21)),
+                settings,
+            ],
+        );
+        let new = snap_dir(&repo, &dir);
+        let v = record_changes(&repo, &old, &new).unwrap();
+        let got: Vec<(&str, &str, u64, u64, u64)> = v
+            .iter()
+            .map(|d| {
+                (
+                    d.table.as_str(),
+                    d.key.as_str(),
+                    d.added,
+                    d.removed,
+                    d.changed,
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 2, "{v:?}");
+        assert_eq!(got, [("CRM", "_id", 1, 1, 1), ("audit-log", "id", 1, 0, 0)]);
+        assert_eq!(
+            (&v[0].added_keys, &v[0].removed_keys, &v[0].changed_keys),
+            (
+                &vec!["Pk500".to_string()],
+                &vec!["Pk60".to_string()],
+                &vec!["Pk7".to_string()]
+            )
+        );
+        assert_eq!(v[1].added_keys, ["ev_20"]);
+        // Only the files that changed were read: not the Other app's.
+        assert_eq!(v[0].rows_compared, (50 + 50) + (49 + 50 + 1));
+        // A small budget gives the same counts in more passes.
+        let p = record_changes_within(&repo, &old, &new, 7).unwrap();
+        assert!(p[0].passes > 1, "{p:?}");
+        let counts = |v: &[TableDiff]| -> Vec<(u64, u64, u64)> {
+            v.iter().map(|d| (d.added, d.removed, d.changed)).collect()
+        };
+        assert_eq!(counts(&p), counts(&v));
     }
 }
