@@ -271,6 +271,25 @@ enum Cmd {
         #[arg(long)]
         records: bool,
     },
+    /// Change the tags of snapshots (e.g. --add legal, which `forget
+    /// --keep-tag legal` keeps); a retagged snapshot gets a new id.
+    Tag {
+        /// Snapshots: ids, unique prefixes, "latest" or "latest~N".
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+        /// Tag to add (repeatable).
+        #[arg(long)]
+        add: Vec<String>,
+        /// Tag to remove (repeatable).
+        #[arg(long)]
+        remove: Vec<String>,
+        /// Replace all tags with these (repeatable; `--set` alone clears them).
+        #[arg(long, num_args = 0..=1, action = clap::ArgAction::Append)]
+        set: Option<Vec<String>>,
+        /// With "latest" or "latest~N": the account.
+        #[arg(long)]
+        account: Option<String>,
+    },
     /// Export a snapshot as CSV or JSON tables in ZIP file(s) (README "Export").
     Export(Box<ExportArgs>),
     /// List the exports recorded in the repository.
@@ -1637,6 +1656,52 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 account.as_deref(),
                 *records,
             );
+        }
+        Cmd::Tag {
+            snapshots,
+            add,
+            remove,
+            set,
+            account,
+        } => {
+            if add.is_empty() && remove.is_empty() && set.is_none() {
+                return Err(Fail::Usage("tag needs --add, --remove or --set".into()));
+            }
+            let repo = open(cli)?;
+            let _lock = lock::acquire(&repo, true, "tag")?;
+            let mut picked: Vec<(arca::id::SnapshotId, arca::format::snapshot::Snapshot)> =
+                Vec::new();
+            for spec in snapshots {
+                let (id, snap) = repo.find_snapshot(spec, account.as_deref())?;
+                if !picked.iter().any(|(i, _)| *i == id) {
+                    picked.push((id, snap));
+                }
+            }
+            let change = arca::commands::tag::TagChange {
+                set: set.clone(),
+                add: add.clone(),
+                remove: remove.clone(),
+            };
+            let done = arca::commands::tag::tag(&repo, &picked, &change)?;
+            if cli.json {
+                print_json(&done)?;
+            } else {
+                for r in &done {
+                    let tags = if r.tags.is_empty() {
+                        "no tags".to_string()
+                    } else {
+                        format!("tags {}", r.tags.join(", "))
+                    };
+                    if r.changed {
+                        say(
+                            cli,
+                            &format!("snapshot {} is now {}: {tags}", &r.old[..8], &r.new[..8]),
+                        );
+                    } else {
+                        say(cli, &format!("snapshot {} unchanged: {tags}", &r.old[..8]));
+                    }
+                }
+            }
         }
         Cmd::Export(a) => run_export(cli, a)?,
         Cmd::Exports { account } => {

@@ -279,3 +279,40 @@ fn readme_policy_example_parses() {
     assert_eq!(rs.tz, chrono_tz::Europe::Berlin);
     assert_eq!(rs.rules.len(), 3);
 }
+
+#[test]
+fn a_snapshot_tagged_afterwards_is_kept_by_keep_tag_and_restores() {
+    let e = Env::new();
+    e.init();
+    snapshots_at(
+        &e,
+        "a",
+        &[
+            "2024-03-01T02:00:00",
+            "2024-03-02T02:00:00",
+            "2024-03-03T02:00:00",
+        ],
+    );
+    let first = e.snapshots_json()[0]["id"].as_str().unwrap().to_string();
+    let out: serde_json::Value =
+        serde_json::from_str(&e.ok(&["--json", "tag", &first[..8], "--add", "legal"])).unwrap();
+    let new = out[0]["new"].as_str().unwrap().to_string();
+    assert_ne!(new, first);
+    let snaps = e.snapshots_json();
+    assert_eq!(snaps.len(), 3);
+    assert_eq!(snaps[0]["id"], new.as_str());
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["legal"]));
+    e.expect(&["tag", &first[..8], "--add", "x"], 1); // the old id is gone
+    e.expect(&["tag", &new], 2); // nothing to change
+
+    let r = forget_json(&e, &["--keep-last", "1", "--keep-tag", "legal"]);
+    assert_eq!(
+        kept_times(&r),
+        vec!["2024-03-01T02:00:00Z", "2024-03-03T02:00:00Z"]
+    );
+    e.ok(&["prune"]);
+    e.ok(&["check", "--read-data"]);
+    let to = e.path("restored");
+    e.ok(&["restore", &new, "--target", to.to_str().unwrap()]);
+    same_tree(&e.path("src"), &to);
+}

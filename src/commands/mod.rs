@@ -14,6 +14,7 @@ pub mod restore;
 pub mod rowdiff;
 pub mod snapshots;
 pub mod stats;
+pub mod tag;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
