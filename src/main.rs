@@ -1096,7 +1096,7 @@ fn diff(
             cli,
             &format!(
                 "files: {} added, {} removed, {} modified, {} metadata only, {} type changed; dirs: {} added, {} removed\n\
-                 data: {} in {} chunks added, {} in {} chunks no longer referenced",
+                 data: {} in {} chunks the older lacks, {} in {} chunks the newer no longer uses (plaintext; delta storage keeps much less)",
                 st.files_added,
                 st.files_removed,
                 st.files_modified,
