@@ -78,30 +78,56 @@ fn is_stale(r: &LockRecord) -> bool {
 }
 
 /// Every lock in the repository. Unreadable lock files are reported as
-/// errors, not skipped: a lock we cannot read may be a live one.
+/// errors, not skipped: a lock we cannot read may be a live one. The error
+/// says how to remove one once no process uses the repository.
 pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
+    let (locks, mut unreadable) = scan_locks(repo)?;
+    match unreadable.pop() {
+        None => Ok(locks),
+        Some((name, e)) => Err(Error::corrupt(
+            format!("lock file locks/{name}"),
+            format!(
+                "it does not open with this repository's key ({e}): it is damaged, or was \
+                 left by a process of another repository that was at this location. \
+                 Once no process uses the repository, `arca unlock --force` removes it"
+            ),
+        )),
+    }
+}
+
+/// Lock files that do not read: name and why.
+type Unreadable = Vec<(String, Error)>;
+
+/// The locks that read, and the lock files that do not.
+fn scan_locks(repo: &Repository) -> Result<(Vec<FoundLock>, Unreadable)> {
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for l in repo.backend().list(FileKind::Lock)? {
-        let body = match repo.read_object(
-            FileKind::Lock,
-            ObjectType::Lock,
-            &l.name,
-            limits::MAX_SMALL_FILE,
-        ) {
-            Ok(b) => b,
+        let what = format!("lock {}", l.name);
+        let read = repo
+            .read_object(
+                FileKind::Lock,
+                ObjectType::Lock,
+                &l.name,
+                limits::MAX_SMALL_FILE,
+            )
+            .and_then(|body| LockRecord::decode(&body, &what));
+        match read {
+            Ok(record) => {
+                let stale = is_stale(&record);
+                out.push(FoundLock {
+                    name: l.name,
+                    record,
+                    stale,
+                });
+            }
             // Removed by its holder between list and read.
             Err(e) if crate::backend::is_not_found(&e) => continue,
+            Err(e @ Error::Corrupt { .. }) => bad.push((l.name, e)),
             Err(e) => return Err(e),
-        };
-        let record = LockRecord::decode(&body, &format!("lock {}", l.name))?;
-        let stale = is_stale(&record);
-        out.push(FoundLock {
-            name: l.name,
-            record,
-            stale,
-        });
+        }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// A held lock; released (its file removed) on drop.
@@ -123,9 +149,44 @@ fn write_lock(repo_keys: &Repository, rec: &LockRecord) -> Result<String> {
         .to_hex())
 }
 
+static LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a lock this process held was removed by someone else (`unlock
+/// --force` elsewhere, or the repository replaced at its location): the
+/// operation was asked to stop (see [`crate::commands::request_interrupt`]).
+pub fn lost() -> bool {
+    LOST.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn on_lost() {
+    LOST.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::commands::request_interrupt();
+}
+
 /// Takes a shared or exclusive lock for `operation`, or fails with
 /// [`Error::Locked`] naming the holder.
+///
+/// While held, the lock is rewritten every [`REFRESH_SECS`]. A refresh that
+/// finds its lock file gone stops refreshing, so that it never writes into
+/// a repository that replaced this one, and asks the operation to stop: a
+/// lock someone removed no longer keeps conflicting operations out.
 pub fn acquire(repo: &Repository, exclusive: bool, operation: &str) -> Result<LockGuard> {
+    acquire_with(
+        repo,
+        exclusive,
+        operation,
+        Duration::from_secs(REFRESH_SECS),
+        on_lost,
+    )
+}
+
+fn acquire_with(
+    repo: &Repository,
+    exclusive: bool,
+    operation: &str,
+    refresh: Duration,
+    lost: fn(),
+) -> Result<LockGuard> {
     let mut nonce = [0u8; 16];
     crate::crypto::fill_random(&mut nonce)?;
     let mut rec = LockRecord {
@@ -169,9 +230,17 @@ pub fn acquire(repo: &Repository, exclusive: bool, operation: &str) -> Result<Lo
     let refresher = std::thread::Builder::new()
         .name("arca-lock-refresh".into())
         .spawn(move || {
-            while let Err(RecvTimeoutError::Timeout) =
-                stop_rx.recv_timeout(Duration::from_secs(REFRESH_SECS))
-            {
+            while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(refresh) {
+                let current = s2.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match s2.backend.size(FileKind::Lock, &current) {
+                    Err(e) if crate::backend::is_not_found(&e) => {
+                        lost();
+                        return;
+                    }
+                    // Storage unreachable for now: try again next time.
+                    Err(_) => continue,
+                    Ok(_) => {}
+                }
                 rec.time = now_unix();
                 let Ok(bytes) =
                     crate::format::seal_file(&file_key, ObjectType::Lock, &rec.encode())
@@ -218,16 +287,36 @@ impl Drop for LockGuard {
     }
 }
 
-/// Removes stale locks, or every lock with `all`; returns what it removed.
-pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<FoundLock>> {
-    let mut removed = Vec::new();
-    for l in list_locks(repo)? {
+/// What `unlock` did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct UnlockReport {
+    /// The locks removed, described.
+    pub removed: Vec<String>,
+    /// Lock files that do not read, left in place (without `all`).
+    pub unreadable_kept: Vec<String>,
+}
+
+/// Removes stale locks, or every lock with `all`, unreadable lock files
+/// included (those may be live, so only `all` removes them).
+pub fn unlock(repo: &Repository, all: bool) -> Result<UnlockReport> {
+    let (locks, bad) = scan_locks(repo)?;
+    let mut rep = UnlockReport::default();
+    for l in locks {
         if all || l.stale {
             repo.backend().remove(FileKind::Lock, &l.name)?;
-            removed.push(l);
+            rep.removed.push(l.describe());
         }
     }
-    Ok(removed)
+    for (name, e) in bad {
+        if all {
+            repo.backend().remove(FileKind::Lock, &name)?;
+            rep.removed
+                .push(format!("unreadable lock file {name} ({e})"));
+        } else {
+            rep.unreadable_kept.push(format!("{name} ({e})"));
+        }
+    }
+    Ok(rep)
 }
 
 #[cfg(test)]
@@ -277,7 +366,58 @@ mod tests {
         write_lock(&r, &rec).unwrap();
         let g = acquire(&r, false, "backup").expect("stale exclusive lock is ignored");
         drop(g);
-        assert_eq!(unlock(&r, false).unwrap().len(), 1);
+        assert_eq!(unlock(&r, false).unwrap().removed.len(), 1);
         assert!(list_locks(&r).unwrap().is_empty());
+    }
+
+    /// A lock sealed with another repository's key (as a process of a
+    /// repository replaced at the same path leaves it).
+    #[test]
+    fn a_lock_of_another_key_blocks_with_a_hint_and_unlock_force_removes_it() {
+        let r = repo();
+        let other = repo();
+        let rec = LockRecord {
+            exclusive: false,
+            host: this_host(),
+            pid: std::process::id(),
+            time: now_unix(),
+            operation: "diff".into(),
+            nonce: [1; 16],
+        };
+        let bytes =
+            crate::format::seal_file(&other.keys().file, ObjectType::Lock, &rec.encode()).unwrap();
+        let name = crate::id::FileId::of(&bytes).to_hex();
+        r.backend().write(FileKind::Lock, &name, &bytes).unwrap();
+        let e = acquire(&r, false, "backup").err().unwrap();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("unlock --force"), "{e}");
+        assert!(list_locks(&r).is_err());
+        let kept = unlock(&r, false).unwrap();
+        assert_eq!((kept.removed.len(), kept.unreadable_kept.len()), (0, 1));
+        let gone = unlock(&r, true).unwrap();
+        assert_eq!((gone.removed.len(), gone.unreadable_kept.len()), (1, 0));
+        drop(acquire(&r, true, "prune").unwrap());
+    }
+
+    static LOST_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    fn note_lost() {
+        LOST_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_removed_lock_is_not_written_again_and_the_holder_is_told() {
+        let r = repo();
+        let g = acquire_with(&r, false, "backup", Duration::from_millis(20), note_lost).unwrap();
+        // Refreshes replace the file while it is there.
+        let first = g.name();
+        std::thread::sleep(Duration::from_millis(120));
+        assert_ne!(g.name(), first);
+        assert_eq!(list_locks(&r).unwrap().len(), 1);
+        // Someone removes it (unlock --force, or the repository replaced).
+        r.backend().remove(FileKind::Lock, &g.name()).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(LOST_SEEN.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(list_locks(&r).unwrap().is_empty(), "never written again");
+        drop(g);
     }
 }

@@ -1939,15 +1939,22 @@ fn run(cli: &Cli) -> CliResult<i32> {
         }
         Cmd::Unlock { force } => {
             let repo = open(cli)?;
-            let removed = lock::unlock(&repo, *force)?;
+            let rep = lock::unlock(&repo, *force)?;
             if cli.json {
-                let v: Vec<String> = removed.iter().map(|l| l.describe()).collect();
-                print_json(&v)?;
+                print_json(&rep)?;
             } else {
-                for l in &removed {
-                    say(cli, &format!("removed {}", l.describe()));
+                for l in &rep.removed {
+                    say(cli, &format!("removed {l}"));
                 }
-                say(cli, &format!("{} lock(s) removed", removed.len()));
+                for l in &rep.unreadable_kept {
+                    say(
+                        cli,
+                        &format!(
+                            "left unreadable lock file {l}: it may be live; once no process uses the repository, `arca unlock --force` removes it"
+                        ),
+                    );
+                }
+                say(cli, &format!("{} lock(s) removed", rep.removed.len()));
             }
         }
         Cmd::Demo {
@@ -2034,6 +2041,13 @@ fn main() -> ExitCode {
     });
     let code = match run(&cli) {
         Ok(c) => c,
+        Err(Fail::Lib(Error::Interrupted)) if lock::lost() => {
+            errln!(
+                "arca: error: this command's repository lock was removed by another process \
+                 (`unlock --force`, or the repository replaced at its location): stopped"
+            );
+            exit::LOCKED
+        }
         Err(Fail::Lib(e)) => {
             errln!("arca: error: {e}");
             e.exit_code()

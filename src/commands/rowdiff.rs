@@ -159,13 +159,15 @@ pub fn record_changes_within(
                 Version::Csv(Some(&b)),
                 budget,
             )?,
+            // A table that changed its kind has no records to match.
+            (Some(Source::Csv(_)), Some(Source::Json { .. }))
+            | (Some(Source::Json { .. }), Some(Source::Csv(_))) => continue,
             (a, b) => {
-                // JSON records (or a table that changed its kind): files
-                // with the same path and chunks hold the same records.
+                // JSON records: files with the same path and chunks hold
+                // the same records.
                 let files = |s: Option<Source>| match s {
                     Some(Source::Json { files, .. }) => files,
-                    Some(Source::Csv(f)) => vec![f],
-                    None => Vec::new(),
+                    _ => Vec::new(),
                 };
                 let (fa, fb) = (files(a), files(b));
                 let same = |f: &SrcFile, other: &[SrcFile]| {
