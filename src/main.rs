@@ -42,6 +42,14 @@ fn emit_bytes(b: &[u8]) {
     emit_with(|o| o.write_all(b));
 }
 
+/// Hands `buf` to standard output once it holds 64 KiB.
+fn emit_when_full(buf: &mut Vec<u8>) {
+    if buf.len() >= 1 << 16 {
+        emit_bytes(buf);
+        buf.clear();
+    }
+}
+
 fn emit_with(f: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
     let mut failed = STDOUT_FAILED.lock().unwrap_or_else(|e| e.into_inner());
     if failed.is_some() {
@@ -901,10 +909,7 @@ fn list_entries(
             buf.extend_from_slice(line.as_bytes());
         }
         first = false;
-        if buf.len() >= 1 << 16 {
-            emit_bytes(&buf);
-            buf.clear();
-        }
+        emit_when_full(&mut buf);
         Ok(())
     })?;
     if cli.json {
@@ -1146,10 +1151,7 @@ fn restore_records(
             }
         }
         first = false;
-        if buf.len() >= 1 << 16 {
-            emit_bytes(&buf);
-            buf.clear();
-        }
+        emit_when_full(&mut buf);
         Ok(())
     })?;
     drop(bar);

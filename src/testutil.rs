@@ -89,3 +89,25 @@ pub fn csv_row_changes(a: &[u8], b: &[u8]) -> (u64, u64, u64) {
     added += rb.values().map(|v| v.len() as u64).sum::<u64>();
     (added, removed, changed)
 }
+
+/// Backs up `dir` (its content as the snapshot's root) for account `acme`
+/// and returns the snapshot's root tree.
+pub fn backup_tree(
+    repo: &crate::repository::IndexedRepository,
+    dir: &std::path::Path,
+) -> crate::id::BlobId {
+    use crate::commands::backup::{backup, BackupOptions};
+    let out = backup(
+        repo,
+        &BackupOptions {
+            paths: vec![dir.to_path_buf()],
+            account: "acme".into(),
+            ..BackupOptions::default()
+        },
+        &crate::commands::NoProgress,
+    );
+    match out {
+        Ok(o) => o.snapshot.tree,
+        Err(e) => panic!("backup of {}: {e}", dir.display()),
+    }
+}

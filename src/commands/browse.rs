@@ -117,7 +117,8 @@ pub struct Entry {
     pub target: Option<String>,
 }
 
-fn kind_name(kind: &NodeKind) -> &'static str {
+/// `file`, `dir` or `symlink`.
+pub(crate) fn kind_name(kind: &NodeKind) -> &'static str {
     match kind {
         NodeKind::File { .. } => "file",
         NodeKind::Dir { .. } => "dir",
@@ -176,7 +177,8 @@ pub fn entry(path: String, node: &Node) -> Entry {
     }
 }
 
-fn join(prefix: &str, name: &[u8]) -> String {
+/// `prefix/name` (just `name` at the root), names shown lossily.
+pub(crate) fn join(prefix: &str, name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
     if prefix.is_empty() {
         name.into_owned()
@@ -416,7 +418,6 @@ impl<R: Read> Read for Counted<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::backup::{backup, BackupOptions};
     use crate::commands::NoProgress;
     use crate::format::BlobKind;
     use crate::session::WriteSession;
@@ -436,17 +437,8 @@ mod tests {
             .unwrap();
         std::fs::write(src.join("d/e/c.txt"), b"c").unwrap();
         std::os::unix::fs::symlink("../a.csv", src.join("d/l")).unwrap();
-        let out = backup(
-            &repo,
-            &BackupOptions {
-                paths: vec![src],
-                account: "acme".into(),
-                ..BackupOptions::default()
-            },
-            &NoProgress,
-        )
-        .unwrap();
-        (tmp, repo, out.snapshot.tree)
+        let tree = crate::testutil::backup_tree(&repo, &src);
+        (tmp, repo, tree)
     }
 
     fn listed(

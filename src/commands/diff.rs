@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use crate::commands::browse::{join, kind_name};
 use crate::commands::check_interrupt;
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
@@ -89,14 +90,6 @@ pub struct DiffStats {
     pub chunks_removed: u64,
     /// Their plaintext bytes.
     pub bytes_removed: u64,
-}
-
-fn kind_name(kind: &NodeKind) -> &'static str {
-    match kind {
-        NodeKind::File { .. } => "file",
-        NodeKind::Dir { .. } => "dir",
-        NodeKind::Symlink { .. } => "symlink",
-    }
 }
 
 fn file_size(n: &Node) -> Option<u64> {
@@ -179,15 +172,6 @@ fn raw_length(repo: &IndexedRepository, id: &BlobId) -> Result<u64> {
             format!("chunk {}", id.to_hex()),
             "a snapshot references it but no pack holds it (run `arca check`)",
         )),
-    }
-}
-
-fn join(prefix: &str, name: &[u8]) -> String {
-    let name = String::from_utf8_lossy(name);
-    if prefix.is_empty() {
-        name.into_owned()
-    } else {
-        format!("{prefix}/{name}")
     }
 }
 
@@ -299,23 +283,20 @@ impl Walk<'_, '_> {
                 // entries are reported.
                 self.trees(&path, Some(x), Some(y))
             }
-            (NodeKind::File { chunks: x }, NodeKind::File { chunks: y }) => {
-                if x != y || a.size != b.size {
-                    self.old_chunks.extend(x.iter().copied());
-                    self.new_chunks.extend(y.iter().copied());
-                    self.st.files_modified += 1;
-                    self.emit(path, ChangeKind::Modified, Some(a), Some(b))
-                } else if meta {
-                    self.st.metadata_changed += 1;
-                    self.emit(path, ChangeKind::Metadata, Some(a), Some(b))
-                } else {
-                    Ok(())
-                }
+            (NodeKind::File { chunks: x }, NodeKind::File { chunks: y })
+                if x != y || a.size != b.size =>
+            {
+                self.old_chunks.extend(x.iter().copied());
+                self.new_chunks.extend(y.iter().copied());
+                self.st.files_modified += 1;
+                self.emit(path, ChangeKind::Modified, Some(a), Some(b))
             }
-            (NodeKind::Symlink { target: x }, NodeKind::Symlink { target: y }) => {
-                if x != y {
-                    self.emit(path, ChangeKind::Modified, Some(a), Some(b))
-                } else if meta {
+            (NodeKind::Symlink { target: x }, NodeKind::Symlink { target: y }) if x != y => {
+                self.emit(path, ChangeKind::Modified, Some(a), Some(b))
+            }
+            (NodeKind::File { .. }, NodeKind::File { .. })
+            | (NodeKind::Symlink { .. }, NodeKind::Symlink { .. }) => {
+                if meta {
                     self.st.metadata_changed += 1;
                     self.emit(path, ChangeKind::Metadata, Some(a), Some(b))
                 } else {
@@ -347,26 +328,8 @@ impl Walk<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::backup::{backup, BackupOptions};
-    use crate::commands::NoProgress;
-    use crate::testutil::{memory_repo, noise};
+    use crate::testutil::{backup_tree as snap, memory_repo, noise};
     use std::os::unix::fs::PermissionsExt;
-    use std::path::Path;
-
-    fn snap(repo: &IndexedRepository, src: &Path) -> BlobId {
-        backup(
-            repo,
-            &BackupOptions {
-                paths: vec![src.to_path_buf()],
-                account: "acme".into(),
-                ..BackupOptions::default()
-            },
-            &NoProgress,
-        )
-        .unwrap()
-        .snapshot
-        .tree
-    }
 
     fn run(repo: &IndexedRepository, a: &BlobId, b: &BlobId) -> (Vec<(char, String)>, DiffStats) {
         let mut v = Vec::new();

@@ -326,6 +326,15 @@ fn hash_key(k: &[u8]) -> u64 {
     h.finish()
 }
 
+/// A reading context that reports no progress.
+fn quiet(repo: &IndexedRepository) -> Ctx<'_> {
+    Ctx {
+        repo,
+        progress: &NoProgress,
+        bytes_read: 0,
+    }
+}
+
 /// Parses `file`; rows inside a chunk of `shared` are only counted in that
 /// chunk's digest (every row is kept when `shared` is `None`).
 fn parse(
@@ -334,11 +343,7 @@ fn parse(
     shared: Option<&HashSet<BlobId>>,
     part: Part,
 ) -> Result<Side> {
-    let mut cx = Ctx {
-        repo,
-        progress: &NoProgress,
-        bytes_read: 0,
-    };
+    let mut cx = quiet(repo);
     // Chunk ends, to place each row.
     let mut ends = Vec::with_capacity(file.chunks.len());
     let mut at = 0u64;
@@ -444,11 +449,7 @@ fn parse_json(
     label: &str,
     part: Part,
 ) -> Result<Side> {
-    let mut cx = Ctx {
-        repo,
-        progress: &NoProgress,
-        bytes_read: 0,
-    };
+    let mut cx = quiet(repo);
     let mut side = Side::default();
     let mut seq = 0u64;
     let mut key = Vec::new();
@@ -601,28 +602,14 @@ fn matched(d: &mut TableDiff, mut a: Side, mut b: Side, found: &mut Vec<(u32, u8
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::backup::{backup, BackupOptions};
-    use crate::testutil::{csv_row_changes as reference, small_chunk_repo};
+    use crate::testutil::{
+        backup_tree as snap_dir, csv_row_changes as reference, small_chunk_repo,
+    };
 
     fn snap(repo: &IndexedRepository, dir: &std::path::Path, table: &[u8]) -> BlobId {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("t.csv"), table).unwrap();
         snap_dir(repo, dir)
-    }
-
-    fn snap_dir(repo: &IndexedRepository, dir: &std::path::Path) -> BlobId {
-        backup(
-            repo,
-            &BackupOptions {
-                paths: vec![dir.to_path_buf()],
-                account: "acme".into(),
-                ..BackupOptions::default()
-            },
-            &NoProgress,
-        )
-        .unwrap()
-        .snapshot
-        .tree
     }
 
     fn only(mut v: Vec<TableDiff>) -> TableDiff {
