@@ -298,6 +298,18 @@ enum Cmd {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Mirror the repository into another location (a directory, or
+    /// s3:...): the same repository byte for byte, every file checked
+    /// against its name; only missing files are sent, so it resumes.
+    Copy {
+        /// Where: a directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].
+        #[arg(long)]
+        to: PathBuf,
+        /// Also remove from the mirror the files the repository no longer
+        /// has (after forget and prune), once everything new is there.
+        #[arg(long)]
+        delete: bool,
+    },
     /// Export a snapshot as CSV or JSON tables in ZIP file(s) (README "Export").
     Export(Box<ExportArgs>),
     /// List the exports recorded in the repository.
@@ -804,6 +816,11 @@ fn backend(cli: &Cli) -> CliResult<Arc<dyn Backend>> {
     let dir = cli.repo.clone().ok_or_else(|| {
         Fail::Usage("no repository: give --repo DIR or set ARCA_REPOSITORY".into())
     })?;
+    backend_at(&dir)
+}
+
+/// The storage at a location: a directory or an `s3:` URL.
+fn backend_at(dir: &Path) -> CliResult<Arc<dyn Backend>> {
     if let Some(loc) = dir.to_str().filter(|l| is_s3_location(l)) {
         return Ok(Arc::new(S3Backend::from_location(loc)?));
     }
@@ -1703,6 +1720,45 @@ fn run(cli: &Cli) -> CliResult<i32> {
                         say(cli, &format!("snapshot {} unchanged: {tags}", &r.old[..8]));
                     }
                 }
+            }
+        }
+        Cmd::Copy { to, delete } => {
+            let pw = password(cli)?;
+            let ttl = key_cache_ttl(cli, &pw);
+            let repo = Repository::open_cached(backend(cli)?, pw.bytes(), ttl)?;
+            let _lock = lock::acquire(&repo, false, "copy")?;
+            let dst = backend_at(to)?;
+            // A mirror that is a repository already is locked like one.
+            let _dst_lock = match dst.read(arca::backend::FileKind::Config, "config") {
+                Ok(_) => {
+                    let mirror = Repository::open_cached(Arc::clone(&dst), pw.bytes(), ttl)?;
+                    Some(lock::acquire(&mirror, true, "copy")?)
+                }
+                Err(e) if arca::backend::is_not_found(&e) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let bar = Bar::new(cli, true);
+            let rep =
+                arca::commands::copy::copy(repo.backend().as_ref(), dst.as_ref(), *delete, &bar)?;
+            drop(bar);
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                say(
+                    cli,
+                    &format!(
+                        "copied {} files ({}) to {}; {} were there already{}",
+                        rep.copied,
+                        human(rep.bytes_copied),
+                        dst.location(),
+                        rep.present,
+                        if *delete {
+                            format!("; {} removed", rep.deleted)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
             }
         }
         Cmd::Export(a) => run_export(cli, a)?,

@@ -1037,3 +1037,61 @@ fn single_records_come_back_from_a_snapshot_and_from_a_point_in_time() {
         "a history needs --where"
     );
 }
+
+#[test]
+fn copy_mirrors_the_repository_into_a_directory_and_follows_prune() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    for day in 0..3 {
+        backup_day(&e, &src, day, 0.02);
+    }
+    let mirror = e.path("mirror");
+    let m = mirror.to_str().unwrap();
+    let r: serde_json::Value = serde_json::from_str(&e.ok(&["--json", "copy", "--to", m])).unwrap();
+    assert_eq!(r["existed"], false);
+    assert!(r["copied"].as_u64().unwrap() > 5, "{r}");
+    let on_mirror = |args: &[&str]| {
+        let mut c = e.cmd(args);
+        c.env("ARCA_REPOSITORY", &mirror);
+        e.ok_cmd(c)
+    };
+    assert_eq!(
+        on_mirror(&["snapshots", "--json"]),
+        e.ok(&["snapshots", "--json"])
+    );
+    let out = e.path("out");
+    on_mirror(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out);
+
+    // forget + prune at the source; the mirror keeps everything until
+    // --delete, then matches.
+    e.ok(&["forget", "--keep-last", "1", "--prune"]);
+    let r: serde_json::Value = serde_json::from_str(&e.ok(&["--json", "copy", "--to", m])).unwrap();
+    assert_eq!(
+        (r["existed"].as_bool(), r["deleted"].as_u64()),
+        (Some(true), Some(0))
+    );
+    let listed = |args: &[&str]| -> usize {
+        serde_json::from_str::<Vec<serde_json::Value>>(&on_mirror(args))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(listed(&["snapshots", "--json"]), 3);
+    let r: serde_json::Value =
+        serde_json::from_str(&e.ok(&["--json", "copy", "--to", m, "--delete"])).unwrap();
+    assert!(r["deleted"].as_u64().unwrap() > 2, "{r}");
+    assert_eq!(listed(&["snapshots", "--json"]), 1);
+    let report = on_mirror(&["check", "--read-data"]);
+    assert!(report.contains("no errors"), "{report}");
+    assert_eq!(
+        packs(&mirror).len(),
+        packs(&e.repo()).len(),
+        "the mirror holds the same packs"
+    );
+
+    // Another repository is never overwritten.
+    let other = Env::new();
+    other.init();
+    e.expect(&["copy", "--to", other.repo().to_str().unwrap()], 1);
+}

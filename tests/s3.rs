@@ -337,3 +337,34 @@ fn a_backup_killed_mid_way_on_s3_leaves_a_valid_repository() {
     let added = listed[1]["summary"]["bytes_added"].as_u64().unwrap();
     assert!(added < 23 << 20, "{added} bytes added of 24 MiB");
 }
+
+#[test]
+fn a_local_repository_moves_to_s3_with_copy() {
+    let Some(s) = Server::start("a_local_repository_moves_to_s3_with_copy") else {
+        return;
+    };
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    for day in 0..2 {
+        backup_day(&e, &src, day, 0.03);
+    }
+    let loc = s.location("arca-mirror/acme");
+    let mut c = e.cmd(&["copy", "--to", &loc]);
+    s3_env(&mut c, e.repo().to_str().unwrap());
+    e.ok_cmd(c);
+    let on_s3 = |args: &[&str]| e.ok_cmd(s3_cmd(&e, &loc, args));
+    let report = on_s3(&["check", "--read-data"]);
+    assert!(report.contains("no errors"), "{report}");
+    let out = e.path("out");
+    on_s3(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out);
+    // Up to date: a second copy sends nothing.
+    let mut c = e.cmd(&["--json", "copy", "--to", &loc]);
+    s3_env(&mut c, e.repo().to_str().unwrap());
+    let r: serde_json::Value = serde_json::from_str(&e.ok_cmd(c)).unwrap();
+    assert_eq!(
+        (r["copied"].as_u64(), r["existed"].as_bool()),
+        (Some(0), Some(true))
+    );
+}
