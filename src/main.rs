@@ -243,6 +243,20 @@ enum Cmd {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Find files and directories by name in every snapshot (or those of an
+    /// account): which snapshots hold a file, and since when.
+    Find {
+        /// Shell patterns: `*.pdf`, `orders.csv`, or a path from the
+        /// snapshot's root when it holds a `/` (`apps/*/attachments/**`).
+        #[arg(required = true)]
+        patterns: Vec<String>,
+        /// Only this account's snapshots.
+        #[arg(long)]
+        account: Option<String>,
+        /// Match ASCII letters in either case.
+        #[arg(short = 'i', long)]
+        ignore_case: bool,
+    },
     /// Write a file of a snapshot to standard output as stored, or a
     /// directory (`/` for all of it) as a tar archive.
     Dump {
@@ -933,6 +947,55 @@ fn list_entries(
         buf.extend_from_slice(if first { b"[]\n" } else { b"\n]\n" });
     }
     emit_bytes(&buf);
+    Ok(exit::OK)
+}
+
+/// `find`: each snapshot's matches, oldest snapshot first.
+fn find(
+    cli: &Cli,
+    repo: &IndexedRepository,
+    pats: &browse::Patterns,
+    account: Option<&str>,
+) -> CliResult<i32> {
+    let mut memo = browse::FindMemo::new();
+    let mut json = Vec::new();
+    let (mut hits, mut snaps) = (0usize, 0usize);
+    for (id, s) in repo.snapshots()? {
+        if account.is_some_and(|a| a != s.account) {
+            continue;
+        }
+        let found = browse::find(repo, &s.tree, pats, &mut memo)?;
+        if found.is_empty() {
+            continue;
+        }
+        snaps += 1;
+        hits += found.len();
+        let time = commands::format_time(s.time, 0);
+        if cli.json {
+            json.push(serde_json::json!({
+                "snapshot": id.to_hex(),
+                "time": time,
+                "account": s.account,
+                "matches": *found,
+            }));
+        } else {
+            outln!("snapshot {} ({time}, {}):", id.short(), s.account);
+            for e in found.iter() {
+                let slash = if e.kind == "dir" { "/" } else { "" };
+                outln!(
+                    "  {}{slash}  {}  {}",
+                    e.path,
+                    human(e.size),
+                    &e.mtime[..e.mtime.len().min(19)].replace('T', " ")
+                );
+            }
+        }
+    }
+    if cli.json {
+        print_json(&json)?;
+    } else {
+        say(cli, &format!("{hits} matches in {snaps} snapshots"));
+    }
     Ok(exit::OK)
 }
 
@@ -1647,6 +1710,15 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 *long,
                 !*no_recurse,
             );
+        }
+        Cmd::Find {
+            patterns,
+            account,
+            ignore_case,
+        } => {
+            let pats = browse::Patterns::new(patterns, *ignore_case)?;
+            let (repo, _lock) = open_read(cli, "find")?;
+            return find(cli, &repo, &pats, account.as_deref());
         }
         Cmd::Dump {
             snapshot,

@@ -214,3 +214,41 @@ fn diff_names_the_files_that_changed() {
     let text = e.ok(&["diff", "latest", "--account", "acme", "--records"]);
     assert!(text.contains("\norders: "), "{text}");
 }
+
+#[test]
+fn find_tells_which_snapshots_hold_a_file() {
+    let e = two_days();
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(&e.ok(&["--json", "find", "orders.csv", "--account", "acme"]))
+            .unwrap();
+    assert_eq!(v.len(), 2, "both days hold it");
+    for s in &v {
+        let m = s["matches"].as_array().unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0]["path"], "orders.csv");
+    }
+    let sizes: Vec<u64> = v
+        .iter()
+        .map(|s| s["matches"][0]["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sizes[0],
+        std::fs::metadata(e.path("old/orders.csv")).unwrap().len()
+    );
+    assert_eq!(
+        sizes[1],
+        std::fs::metadata(e.path("src/orders.csv")).unwrap().len()
+    );
+    let text = e.ok(&["find", "*.CSV", "-i"]);
+    assert!(text.contains("orders.csv"), "{text}");
+    let csv = files(&e.path("src"))
+        .iter()
+        .filter(|n| n.ends_with(".csv"))
+        .count();
+    assert!(
+        text.ends_with(&format!("{} matches in 2 snapshots\n", 2 * csv)),
+        "{text}"
+    );
+    assert_eq!(e.ok(&["--json", "find", "nothing.x"]).trim(), "[]");
+    e.expect(&["find", "["], 1);
+}

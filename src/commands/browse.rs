@@ -222,6 +222,91 @@ fn list_dir(
     Ok(())
 }
 
+/// Name patterns for [`find`]: a pattern with a `/` is matched against the
+/// whole path from the snapshot's root (`apps/*/records/page-0001*.json`,
+/// `**/*.pdf`), any other against the entry's name (`*.pdf`, `orders.csv`).
+/// `*` and `?` do not cross a `/`; `**` does; `--ignore-case` folds ASCII
+/// case.
+#[derive(Clone, Debug)]
+pub struct Patterns {
+    pats: Vec<(glob::Pattern, bool)>,
+    opts: glob::MatchOptions,
+}
+
+impl Patterns {
+    /// Compiles `patterns`; a malformed one is [`Error::Invalid`].
+    pub fn new(patterns: &[String], ignore_case: bool) -> Result<Self> {
+        let pats = patterns
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p.trim_start_matches('/'))
+                    .map(|g| (g, p.contains('/')))
+                    .map_err(|e| Error::Invalid(format!("pattern {p:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Patterns {
+            pats,
+            opts: glob::MatchOptions {
+                case_sensitive: !ignore_case,
+                require_literal_separator: true,
+                require_literal_leading_dot: false,
+            },
+        })
+    }
+
+    /// Whether the entry at `path` (named `name`) matches any pattern.
+    pub fn matches(&self, path: &str, name: &str) -> bool {
+        self.pats
+            .iter()
+            .any(|(g, whole)| g.matches_with(if *whole { path } else { name }, self.opts))
+    }
+}
+
+/// Every entry of the tree `root` that `patterns` match, in path order.
+/// `seen` remembers the matches below each directory already walked, so a
+/// directory that several snapshots share at the same path is read once
+/// across calls.
+pub fn find(
+    repo: &IndexedRepository,
+    root: &BlobId,
+    patterns: &Patterns,
+    seen: &mut FindMemo,
+) -> Result<std::rc::Rc<Vec<Entry>>> {
+    find_in(repo, root, "", patterns, seen)
+}
+
+/// The matches below each (tree, path) already walked by [`find`].
+pub type FindMemo = std::collections::HashMap<(BlobId, String), std::rc::Rc<Vec<Entry>>>;
+
+fn find_in(
+    repo: &IndexedRepository,
+    tree: &BlobId,
+    prefix: &str,
+    patterns: &Patterns,
+    seen: &mut FindMemo,
+) -> Result<std::rc::Rc<Vec<Entry>>> {
+    // By tree and place: the same tree at another path matches other
+    // whole-path patterns, and its entries have other paths.
+    let key = (*tree, prefix.to_string());
+    if let Some(hit) = seen.get(&key) {
+        return Ok(std::rc::Rc::clone(hit));
+    }
+    check_interrupt()?;
+    let mut out = Vec::new();
+    for node in repo.read_tree(tree)?.nodes {
+        let path = join(prefix, &node.name);
+        if patterns.matches(&path, &node.name_lossy()) {
+            out.push(entry(path.clone(), &node));
+        }
+        if let NodeKind::Dir { tree } = &node.kind {
+            out.extend(find_in(repo, tree, &path, patterns, seen)?.iter().cloned());
+        }
+    }
+    let out = std::rc::Rc::new(out);
+    seen.insert(key, std::rc::Rc::clone(&out));
+    Ok(out)
+}
+
 /// What `dump` wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DumpStats {
@@ -494,6 +579,34 @@ mod tests {
             listed(&repo, &root, "d/../a.csv", true).unwrap_err(),
             Error::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn find_matches_names_or_whole_paths_and_reuses_walked_trees() {
+        let (_t, repo, root) = sample();
+        let mut memo = FindMemo::new();
+        let run = |p: &[&str], i: bool| -> Vec<String> {
+            let pats: Vec<String> = p.iter().map(|x| x.to_string()).collect();
+            let pats = Patterns::new(&pats, i).unwrap();
+            find(&repo, &root, &pats, &mut FindMemo::new())
+                .unwrap()
+                .iter()
+                .map(|e| e.path.clone())
+                .collect()
+        };
+        assert_eq!(run(&["*.csv"], false), ["a.csv"]);
+        assert_eq!(run(&["d/*"], false), ["d/b.bin", "d/e", "d/l"]);
+        assert_eq!(run(&["**/c.txt"], false), ["d/e/c.txt"]);
+        assert_eq!(run(&["/d/e"], false), ["d/e"]);
+        assert_eq!(run(&["*.BIN"], false), Vec::<String>::new());
+        assert_eq!(run(&["*.BIN", "c.*"], true), ["d/b.bin", "d/e/c.txt"]);
+        assert!(Patterns::new(&["[".to_string()], false).is_err());
+        // A second walk of the same tree comes from the memo.
+        let pats = Patterns::new(&["*".to_string()], false).unwrap();
+        let a = find(&repo, &root, &pats, &mut memo).unwrap();
+        let b = find(&repo, &root, &pats, &mut memo).unwrap();
+        assert!(std::rc::Rc::ptr_eq(&a, &b));
+        assert_eq!(a.len(), 6);
     }
 
     #[test]
