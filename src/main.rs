@@ -171,6 +171,16 @@ enum Cmd {
         /// Host name to record.
         #[arg(long)]
         host: Option<String>,
+        /// Leave out entries matching this pattern (repeatable): a name
+        /// (`*.tmp`, `.cache`), or a path from the snapshot's root when it
+        /// holds a `/` (`apps/*/attachments`, `**/drafts`). An excluded
+        /// directory is not entered.
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Read exclude patterns from this file, one per line (blank lines
+        /// and lines starting with # are ignored).
+        #[arg(long)]
+        exclude_file: Vec<PathBuf>,
     },
     /// List snapshots.
     Snapshots {
@@ -1527,8 +1537,31 @@ fn run(cli: &Cli) -> CliResult<i32> {
             time,
             force,
             host,
+            exclude,
+            exclude_file,
         } => {
             let time = time.as_deref().map(parse_time).transpose()?;
+            let mut patterns = exclude.clone();
+            for f in exclude_file {
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    Fail::Lib(if e.kind() == std::io::ErrorKind::NotFound {
+                        Error::MissingPath(f.clone())
+                    } else {
+                        Error::io(f, e)
+                    })
+                })?;
+                patterns.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(str::to_string),
+                );
+            }
+            let exclude = if patterns.is_empty() {
+                None
+            } else {
+                Some(browse::Patterns::new(&patterns, false)?)
+            };
             for p in paths {
                 if std::fs::symlink_metadata(p).is_err() {
                     return Err(Fail::Lib(Error::MissingPath(p.clone())));
@@ -1547,6 +1580,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                     time,
                     force: *force,
                     host: host.clone(),
+                    exclude,
                 },
                 &bar,
             )?;

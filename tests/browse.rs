@@ -252,3 +252,85 @@ fn find_tells_which_snapshots_hold_a_file() {
     assert_eq!(e.ok(&["--json", "find", "nothing.x"]).trim(), "[]");
     e.expect(&["find", "["], 1);
 }
+
+#[test]
+fn backup_leaves_out_what_exclude_patterns_name() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    let w = |p: &str, data: &[u8]| {
+        let p = src.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    };
+    w("a.csv", b"id\n1\n");
+    w("b.tmp", b"scratch");
+    w("tmp/x", b"x");
+    w("apps/crm/attachments/big.bin", &noise(100_000, 3));
+    w("apps/crm/records/r.json", b"[]");
+    w("apps/hr/records/s.json", b"[]");
+    let list = e.path("exclude.txt");
+    std::fs::write(&list, "# scratch space\n\ntmp\n").unwrap();
+    let s = src.to_str().unwrap();
+    e.ok(&[
+        "backup",
+        s,
+        "--account",
+        "acme",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "apps/*/attachments",
+        "--exclude-file",
+        list.to_str().unwrap(),
+    ]);
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(&e.ok(&["--json", "ls", "latest"])).unwrap();
+    let paths: Vec<&str> = v.iter().map(|x| x["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "a.csv",
+            "apps",
+            "apps/crm",
+            "apps/crm/records",
+            "apps/crm/records/r.json",
+            "apps/hr",
+            "apps/hr/records",
+            "apps/hr/records/s.json"
+        ]
+    );
+    // Without the patterns, the next backup takes everything.
+    e.ok(&["backup", s, "--account", "acme"]);
+    let d: serde_json::Value =
+        serde_json::from_str(&e.ok(&["--json", "diff", "latest", "--account", "acme"])).unwrap();
+    let added: Vec<&str> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["change"] == "added")
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        added,
+        [
+            "apps/crm/attachments",
+            "apps/crm/attachments/big.bin",
+            "b.tmp",
+            "tmp",
+            "tmp/x"
+        ]
+    );
+    e.expect(
+        &[
+            "backup",
+            s,
+            "--account",
+            "acme",
+            "--exclude-file",
+            "/no/such",
+        ],
+        13,
+    );
+    e.expect(&["backup", s, "--account", "acme", "--exclude", "["], 1);
+}

@@ -49,6 +49,10 @@ pub struct BackupOptions {
     pub force: bool,
     /// Host name to record; this host when `None`.
     pub host: Option<String>,
+    /// Entries not to back up: names, or paths from the snapshot's root
+    /// (see [`crate::commands::browse::Patterns`]). An excluded directory
+    /// is not entered.
+    pub exclude: Option<crate::commands::browse::Patterns>,
 }
 
 /// The result of a backup.
@@ -300,6 +304,7 @@ struct Scanner<'a> {
     /// marked it so in its current epoch): unchanged files need no lookups.
     parent_usable: bool,
     warnings: Mutex<Vec<String>>,
+    exclude: Option<&'a crate::commands::browse::Patterns>,
 }
 
 impl Scanner<'_> {
@@ -317,8 +322,23 @@ impl Scanner<'_> {
         }
     }
 
-    /// Scans one path; `parent` is the parent snapshot's node for it.
-    fn scan(&self, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Result<Option<Entry>> {
+    /// Whether the entry at `rel` (its path in the snapshot) is excluded.
+    fn excluded(&self, rel: &str) -> bool {
+        self.exclude.is_some_and(|x| {
+            let name = rel.rsplit('/').next().unwrap_or(rel);
+            x.matches(rel, name)
+        })
+    }
+
+    /// Scans one path, at `rel` in the snapshot; `parent` is the parent
+    /// snapshot's node for it.
+    fn scan(
+        &self,
+        path: &Path,
+        rel: &str,
+        name: Vec<u8>,
+        parent: Option<&Node>,
+    ) -> Result<Option<Entry>> {
         check_interrupt()?;
         let md = match fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -420,10 +440,14 @@ impl Scanner<'_> {
             let scanned = names
                 .par_iter()
                 .map(|n| {
-                    let child = path.join(n);
                     let nb = n.as_bytes().to_vec();
+                    let child_rel = crate::commands::browse::join(rel, &nb);
+                    if self.excluded(&child_rel) {
+                        return Ok(None);
+                    }
+                    let child = path.join(n);
                     let p = pmap.get(nb.as_slice()).copied();
-                    self.scan(&child, nb, p)
+                    self.scan(&child, &child_rel, nb, p)
                 })
                 .collect::<Result<Vec<Option<Entry>>>>()?;
             Scanned::Dir(scanned.into_iter().flatten().collect())
@@ -733,6 +757,7 @@ pub fn backup(
         force: opts.force,
         parent_usable,
         warnings: Mutex::new(Vec::new()),
+        exclude: opts.exclude.as_ref(),
     };
     // The parent's root, seen as a directory node, so one code path matches.
     let parent_root = parent.as_ref().map(|(_, s)| Node {
@@ -747,7 +772,7 @@ pub fn backup(
         kind: NodeKind::Dir { tree: s.tree },
     });
     let mut root_entries: Vec<Entry> = if single_dir {
-        match scanner.scan(&paths[0], Vec::new(), parent_root.as_ref())? {
+        match scanner.scan(&paths[0], "", Vec::new(), parent_root.as_ref())? {
             Some(Entry {
                 kind: Scanned::Dir(children),
                 ..
@@ -769,7 +794,11 @@ pub fn backup(
             let pn = ptree
                 .as_ref()
                 .and_then(|t| t.nodes.iter().find(|n| n.name == root_names[i]));
-            if let Some(e) = scanner.scan(&paths[i], root_names[i].clone(), pn)? {
+            let rel = String::from_utf8_lossy(&root_names[i]).into_owned();
+            if scanner.excluded(&rel) {
+                continue;
+            }
+            if let Some(e) = scanner.scan(&paths[i], &rel, root_names[i].clone(), pn)? {
                 v.push(e);
             }
         }
