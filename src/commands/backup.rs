@@ -441,7 +441,11 @@ impl Scanner<'_> {
                 .par_iter()
                 .map(|n| {
                     let nb = n.as_bytes().to_vec();
-                    let child_rel = crate::commands::browse::join(rel, &nb);
+                    // Paths are only needed to match excludes.
+                    let child_rel = match self.exclude {
+                        Some(_) => crate::commands::browse::join(rel, &nb),
+                        None => String::new(),
+                    };
                     if self.excluded(&child_rel) {
                         return Ok(None);
                     }
