@@ -38,6 +38,9 @@ const ORDER: [FileKind; 6] = [
     FileKind::Config,
 ];
 
+/// Packs are copied in pieces of this size.
+const PIECE: u64 = 8 << 20;
+
 /// What a copy did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CopyReport {
@@ -62,6 +65,16 @@ pub fn copy(
     dst: &dyn Backend,
     delete: bool,
     progress: &dyn Progress,
+) -> Result<CopyReport> {
+    copy_in_pieces(src, dst, delete, progress, PIECE)
+}
+
+fn copy_in_pieces(
+    src: &dyn Backend,
+    dst: &dyn Backend,
+    delete: bool,
+    progress: &dyn Progress,
+    piece: u64,
 ) -> Result<CopyReport> {
     let mut rep = CopyReport::default();
     let src_config = src.read(FileKind::Config, "config")?;
@@ -110,19 +123,44 @@ pub fn copy(
     let copied = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     for (kind, send, _, _) in &lists {
+        let damaged = |l: &Listed| {
+            Error::corrupt(
+                format!("{}/{} at {}", kind.dir(), l.name, src.location()),
+                "its bytes do not hash to its name; run `arca check --read-data` on the source",
+            )
+        };
         let one = |l: &Listed| -> Result<()> {
             check_interrupt()?;
-            let data = src.read(*kind, &l.name)?;
-            if *kind != FileKind::Config && FileId::of(&data).to_hex() != l.name {
-                return Err(Error::corrupt(
-                    format!("{}/{} at {}", kind.dir(), l.name, src.location()),
-                    "its bytes do not hash to its name; run `arca check --read-data` on the source",
-                ));
+            if *kind == FileKind::Pack {
+                // In pieces, under a temporary name that becomes the real
+                // one only once the whole pack hashed to it: memory stays
+                // at one piece per pack in flight, whatever the pack size.
+                let mut up = dst.begin(FileKind::Pack)?;
+                let mut h = blake3::Hasher::new();
+                let mut at = 0u64;
+                while at < l.size {
+                    check_interrupt()?;
+                    let n = piece.min(l.size - at);
+                    let piece = src.read_range(FileKind::Pack, &l.name, at, n)?;
+                    h.update(&piece);
+                    up.write(&piece)?;
+                    progress.inc(n);
+                    at += n;
+                }
+                if FileId::from_hasher(&h).to_hex() != l.name {
+                    return Err(damaged(l));
+                }
+                up.finish(&l.name)?()?;
+            } else {
+                let data = src.read(*kind, &l.name)?;
+                if *kind != FileKind::Config && FileId::of(&data).to_hex() != l.name {
+                    return Err(damaged(l));
+                }
+                dst.write(*kind, &l.name, &data)?;
+                progress.inc(data.len() as u64);
             }
-            dst.write(*kind, &l.name, &data)?;
             copied.fetch_add(1, Ordering::Relaxed);
-            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            progress.inc(data.len() as u64);
+            bytes.fetch_add(l.size, Ordering::Relaxed);
             Ok(())
         };
         // Packs in parallel (their reads and writes wait on storage); the
@@ -218,6 +256,25 @@ mod tests {
         assert_eq!(listing(dst.as_ref()), listing(src.as_ref()));
         let mirror = open(&dst, &tmp.path().join("cache3")).unwrap();
         assert_eq!(mirror.snapshots().unwrap().len(), 1);
+        assert!(check(&mirror, ReadData::All, &NoProgress).unwrap().ok());
+    }
+
+    #[test]
+    fn packs_copied_in_small_pieces_are_whole() {
+        let (tmp, repo) = source();
+        let src = repo.backend().clone();
+        let dst: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        copy_in_pieces(src.as_ref(), dst.as_ref(), false, &NoProgress, 4093).unwrap();
+        assert_eq!(listing(dst.as_ref()), listing(src.as_ref()));
+        let packs = src.list(FileKind::Pack).unwrap();
+        assert!(packs.iter().any(|l| l.size > 100 * 4093), "{packs:?}");
+        for l in packs {
+            assert_eq!(
+                dst.read(FileKind::Pack, &l.name).unwrap(),
+                src.read(FileKind::Pack, &l.name).unwrap()
+            );
+        }
+        let mirror = open(&dst, &tmp.path().join("cache2")).unwrap();
         assert!(check(&mirror, ReadData::All, &NoProgress).unwrap().ok());
     }
 
