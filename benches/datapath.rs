@@ -451,7 +451,7 @@ fn restore_into(repo: &IndexedRepository, root: &BlobId, target: &Path) {
         root,
         &RestoreOptions {
             target: target.to_path_buf(),
-            include: Vec::new(),
+            ..RestoreOptions::default()
         },
         &NoProgress,
     )

@@ -210,6 +210,11 @@ enum Cmd {
         /// Restore only this path of the snapshot (repeatable).
         #[arg(long, conflicts_with = "table")]
         include: Vec<String>,
+        /// Leave out entries matching this pattern (repeatable): a name
+        /// (`*.pdf`), or a path from the snapshot's root when it holds a
+        /// `/` (`apps/*/attachments`), as for backup and find.
+        #[arg(long, conflicts_with = "table")]
+        exclude: Vec<String>,
         /// Single records: print the records of this table (named as
         /// `export` names them: clients, orders.csv, an app) that match
         /// every --where, in the table's own format (CSV rows under their
@@ -1649,6 +1654,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
             snapshot,
             target,
             include,
+            exclude,
             account,
             at,
             table,
@@ -1705,6 +1711,11 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 &restore::RestoreOptions {
                     target: target.clone(),
                     include: include.clone(),
+                    exclude: if exclude.is_empty() {
+                        None
+                    } else {
+                        Some(browse::Patterns::new(exclude, false)?)
+                    },
                 },
                 &bar,
             )?;

@@ -29,6 +29,9 @@ pub struct RestoreOptions {
     /// Paths within the snapshot to restore (e.g. `orders.csv`,
     /// `apps/crm`); everything when empty.
     pub include: Vec<String>,
+    /// Entries to leave out, by name or by path from the snapshot's root
+    /// (see [`crate::commands::browse::Patterns`]); they win over includes.
+    pub exclude: Option<crate::commands::browse::Patterns>,
 }
 
 /// What a restore did.
@@ -98,9 +101,20 @@ struct Walk<'a> {
     files: Vec<FileJob>,
     dirs: Vec<(PathBuf, Node)>,
     stats: RestoreStats,
+    exclude: Option<&'a crate::commands::browse::Patterns>,
 }
 
 impl Walk<'_> {
+    fn excluded(&self, comps: &[Vec<u8>]) -> bool {
+        self.exclude.is_some_and(|x| {
+            let parts: Vec<String> = comps
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            x.matches(&parts.join("/"), parts.last().map_or("", String::as_str))
+        })
+    }
+
     fn note_matches(&mut self, comps: &[Vec<u8>]) {
         for (i, inc) in self.includes.iter().enumerate() {
             if comps == &inc[..] {
@@ -114,6 +128,10 @@ impl Walk<'_> {
         let t = self.repo.read_tree(tree)?;
         for node in t.nodes {
             comps.push(node.name.clone());
+            if self.excluded(comps) {
+                comps.pop();
+                continue;
+            }
             let sel = selection(comps, &self.includes);
             if sel > 0 {
                 if sel == 2 {
@@ -248,6 +266,7 @@ pub fn restore(
         files: Vec::new(),
         dirs: Vec::new(),
         stats: RestoreStats::default(),
+        exclude: opts.exclude.as_ref(),
     };
     w.walk(root, &opts.target, &mut Vec::new())?;
     if let Some(i) = w.matched.iter().position(|m| !m) {

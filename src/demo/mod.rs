@@ -282,7 +282,7 @@ pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(&str)) -> Result<()> {
         &latest.tree,
         &RestoreOptions {
             target: restored.clone(),
-            include: Vec::new(),
+            ..RestoreOptions::default()
         },
         &NoProgress,
     )?;
