@@ -155,7 +155,7 @@ struct OldLayout {
     /// The old file's length.
     end: u64,
     /// Each chunk's position in `ids`, sorted by the id's first 8 bytes
-    /// then position (12 bytes a chunk where a map took about 50: a file
+    /// then position (16 bytes a chunk where a map took about 50: a file
     /// of many small chunks keeps its layout small).
     index: Vec<(u64, u32)>,
 }
