@@ -917,6 +917,25 @@ fn open_read(cli: &Cli, what: &str) -> CliResult<(IndexedRepository, lock::LockG
     Ok((indexed(cli, repo)?, guard))
 }
 
+/// [`open_read`], then the snapshot named by `spec` (with `--account` and
+/// `--at` as `restore` takes them).
+fn open_snapshot(
+    cli: &Cli,
+    what: &str,
+    spec: &str,
+    account: Option<&str>,
+    at: Option<&str>,
+) -> CliResult<(
+    IndexedRepository,
+    lock::LockGuard,
+    arca::format::snapshot::Snapshot,
+)> {
+    let at = at.map(parse_time).transpose()?.map(|t| t.0);
+    let (repo, guard) = open_read(cli, what)?;
+    let (_, snap) = commands::pick_snapshot(&repo, spec, account, at)?;
+    Ok((repo, guard, snap))
+}
+
 /// `ls`: entries stream out as they are read (a JSON array with --json).
 fn list_entries(
     cli: &Cli,
@@ -1744,9 +1763,8 @@ fn run(cli: &Cli) -> CliResult<i32> {
             account,
             at,
         } => {
-            let (repo, _lock) = open_read(cli, "ls")?;
-            let at = at.as_deref().map(parse_time).transpose()?.map(|t| t.0);
-            let (_, snap) = commands::pick_snapshot(&repo, snapshot, account.as_deref(), at)?;
+            let (repo, _lock, snap) =
+                open_snapshot(cli, "ls", snapshot, account.as_deref(), at.as_deref())?;
             return list_entries(
                 cli,
                 &repo,
@@ -1772,9 +1790,8 @@ fn run(cli: &Cli) -> CliResult<i32> {
             account,
             at,
         } => {
-            let (repo, _lock) = open_read(cli, "dump")?;
-            let at = at.as_deref().map(parse_time).transpose()?.map(|t| t.0);
-            let (_, snap) = commands::pick_snapshot(&repo, snapshot, account.as_deref(), at)?;
+            let (repo, _lock, snap) =
+                open_snapshot(cli, "dump", snapshot, account.as_deref(), at.as_deref())?;
             return dump(cli, &repo, &snap.tree, path, output.as_deref());
         }
         Cmd::Diff {

@@ -135,48 +135,24 @@ pub fn record_changes_within(
     names.dedup();
     let mut out = Vec::new();
     for name in names {
-        let find = |v: &'_ [TableSpec]| v.iter().find(|t| t.name == name).map(|t| t.source.clone());
-        let d = match (find(&ta), find(&tb)) {
-            (Some(Source::Csv(a)), Some(Source::Csv(b))) if a.chunks == b.chunks => continue,
-            (Some(Source::Csv(a)), Some(Source::Csv(b))) => compare(
+        let (a, b) = (source_of(&ta, name), source_of(&tb, name));
+        let d = match (a, b) {
+            (Some(Source::Csv(x)), Some(Source::Csv(y))) if x.chunks == y.chunks => continue,
+            (Some(Source::Csv(_)) | None, Some(Source::Csv(_)) | None) => compare(
                 repo,
                 name,
-                Version::Csv(Some(&a)),
-                Version::Csv(Some(&b)),
-                budget,
-            )?,
-            (Some(Source::Csv(a)), None) => compare(
-                repo,
-                name,
-                Version::Csv(Some(&a)),
-                Version::Csv(None),
-                budget,
-            )?,
-            (None, Some(Source::Csv(b))) => compare(
-                repo,
-                name,
-                Version::Csv(None),
-                Version::Csv(Some(&b)),
+                Version::Csv(csv_of(a)),
+                Version::Csv(csv_of(b)),
                 budget,
             )?,
             // A table that changed its kind has no records to match.
             (Some(Source::Csv(_)), Some(Source::Json { .. }))
             | (Some(Source::Json { .. }), Some(Source::Csv(_))) => continue,
-            (a, b) => {
+            _ => {
                 // JSON records: files with the same path and chunks hold
                 // the same records.
-                let files = |s: Option<Source>| match s {
-                    Some(Source::Json { files, .. }) => files,
-                    _ => Vec::new(),
-                };
-                let (fa, fb) = (files(a), files(b));
-                let same = |f: &SrcFile, other: &[SrcFile]| {
-                    other
-                        .iter()
-                        .any(|o| o.path == f.path && o.chunks == f.chunks)
-                };
-                let ca: Vec<SrcFile> = fa.iter().filter(|f| !same(f, &fb)).cloned().collect();
-                let cb: Vec<SrcFile> = fb.iter().filter(|f| !same(f, &fa)).cloned().collect();
+                let (fa, fb) = (json_files(a), json_files(b));
+                let (ca, cb) = (changed_files(fa, fb), changed_files(fb, fa));
                 if ca.is_empty() && cb.is_empty() {
                     continue;
                 }
@@ -186,6 +162,37 @@ pub fn record_changes_within(
         out.push(d);
     }
     Ok(out)
+}
+
+fn source_of<'t>(tables: &'t [TableSpec], name: &str) -> Option<&'t Source> {
+    tables.iter().find(|t| t.name == name).map(|t| &t.source)
+}
+
+fn csv_of(s: Option<&Source>) -> Option<&SrcFile> {
+    match s {
+        Some(Source::Csv(f)) => Some(f),
+        _ => None,
+    }
+}
+
+fn json_files(s: Option<&Source>) -> &[SrcFile] {
+    match s {
+        Some(Source::Json { files, .. }) => files,
+        _ => &[],
+    }
+}
+
+/// The files of `v` that `other` does not hold with the same path and
+/// chunks (those hold the same records).
+fn changed_files(v: &[SrcFile], other: &[SrcFile]) -> Vec<SrcFile> {
+    let by_path: HashMap<&str, &[BlobId]> = other
+        .iter()
+        .map(|f| (f.path.as_str(), f.chunks.as_slice()))
+        .collect();
+    v.iter()
+        .filter(|f| by_path.get(f.path.as_str()) != Some(&f.chunks.as_slice()))
+        .cloned()
+        .collect()
 }
 
 /// What one version of a table is read from.
