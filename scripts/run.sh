@@ -18,7 +18,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/arca-target}"
 ensure_system_packages() {
   local need=()
   [ -e /usr/include/rocksdb/c.h ] || need+=(librocksdb-dev)
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+  # libclang itself, as bindgen looks for it: libclang-cpp (which LLVM
+  # packages bring along) does not do.
+  compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null ||
+    compgen -G "/usr/lib/*/libclang-[0-9]*.so*" >/dev/null ||
+    need+=(libclang-dev)
   command -v pkg-config >/dev/null || need+=(pkg-config)
   command -v cc >/dev/null || need+=(gcc)
   command -v c++ >/dev/null || need+=(g++)
