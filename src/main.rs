@@ -352,8 +352,10 @@ enum Cmd {
         /// Read and verify every pack.
         #[arg(long, conflicts_with = "read_data_subset")]
         read_data: bool,
-        /// Read and verify a random subset of packs, e.g. 10%.
-        #[arg(long, value_name = "P%")]
+        /// Read and verify a random subset of packs, e.g. 10%; or slice n of
+        /// t, e.g. 3/7: the packs fall in t fixed slices by their id, so
+        /// running 1/7 to 7/7 (one a day) reads every pack once.
+        #[arg(long, value_name = "P%|n/t")]
         read_data_subset: Option<String>,
     },
     /// Show the snapshots as a read-only file system (FUSE) until unmounted
@@ -384,6 +386,11 @@ enum Cmd {
         /// Repack a pack when more than this share of it is unused (e.g. 10%).
         #[arg(long, value_name = "P%", default_value = "10%")]
         max_unused: String,
+        /// Repack at most this much (e.g. 2GiB; 0: only delete packs with
+        /// nothing in use), the packs with the largest unused share first;
+        /// the others wait for a later prune.
+        #[arg(long, value_name = "SIZE")]
+        max_repack_size: Option<String>,
         /// Show what would be done, change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -472,6 +479,9 @@ struct ForgetArgs {
     /// With --prune: repack a pack when more than this share of it is unused.
     #[arg(long, value_name = "P%", default_value = "10%")]
     max_unused: String,
+    /// With --prune: repack at most this much (see `prune --max-repack-size`).
+    #[arg(long, value_name = "SIZE")]
+    max_repack_size: Option<String>,
 }
 
 impl ForgetArgs {
@@ -1417,16 +1427,31 @@ fn mb(n: u64) -> f64 {
     n as f64 / 1e6
 }
 
-fn run_prune(cli: &Cli, repo: &IndexedRepository, pct: f64, dry_run: bool) -> CliResult<()> {
+/// Prune's settings from its flags (also those of `forget --prune`).
+fn prune_options(
+    max_unused: &str,
+    max_repack_size: Option<&str>,
+    dry_run: bool,
+) -> CliResult<prune::PruneOptions> {
+    let max_repack_bytes = match max_repack_size.map(str::trim) {
+        None => None,
+        Some("0") => Some(0),
+        Some(v) => Some(
+            arca::export::parse_size(v)
+                .map_err(|e| Fail::Usage(format!("--max-repack-size: {e}")))?,
+        ),
+    };
+    Ok(prune::PruneOptions {
+        max_unused_pct: parse_percent(max_unused, "--max-unused")?,
+        max_repack_bytes,
+        dry_run,
+    })
+}
+
+fn run_prune(cli: &Cli, repo: &IndexedRepository, opts: &prune::PruneOptions) -> CliResult<()> {
+    let dry_run = opts.dry_run;
     let bar = Bar::new(cli, false);
-    let rep = prune::prune(
-        repo,
-        &prune::PruneOptions {
-            max_unused_pct: pct,
-            dry_run,
-        },
-        &bar,
-    )?;
+    let rep = prune::prune(repo, opts, &bar)?;
     drop(bar);
     if cli.json {
         return print_json(&rep);
@@ -1457,6 +1482,15 @@ fn run_prune(cli: &Cli, repo: &IndexedRepository, pct: f64, dry_run: bool) -> Cl
             mb(rep.bytes_after)
         ),
     );
+    if rep.packs_repack_postponed > 0 {
+        say(
+            cli,
+            &format!(
+                "{} packs over --max-unused left for a later prune by --max-repack-size",
+                rep.packs_repack_postponed
+            ),
+        );
+    }
     if rep.temporaries_removed > 0 {
         say(
             cli,
@@ -1934,6 +1968,19 @@ fn run(cli: &Cli) -> CliResult<i32> {
         } => {
             let mode = match (read_data, read_data_subset) {
                 (true, _) => check::ReadData::All,
+                (false, Some(p)) if p.contains('/') => {
+                    let slice = p.split_once('/').and_then(|(n, t)| {
+                        let (n, t) = (n.trim().parse::<u64>().ok()?, t.trim().parse::<u64>().ok()?);
+                        (1..=t)
+                            .contains(&n)
+                            .then_some(check::ReadData::Slice { n, t })
+                    });
+                    slice.ok_or_else(|| {
+                        Fail::Usage(format!(
+                            "--read-data-subset wants n/t with 1 <= n <= t (e.g. 3/7), got {p:?}"
+                        ))
+                    })?
+                }
                 (false, Some(p)) => {
                     let v: f64 = p
                         .trim_end_matches('%')
@@ -2058,7 +2105,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 Some(t) => parse_time(t)?.0,
                 None => arca::repository::now_unix(),
             };
-            let prune_pct = parse_percent(&a.max_unused, "--max-unused")?;
+            let prune_opts = prune_options(&a.max_unused, a.max_repack_size.as_deref(), a.dry_run)?;
             let repo = open(cli)?;
             let _lock = lock::acquire(&repo, true, "forget")?;
             let rep = forget::forget(
@@ -2080,30 +2127,24 @@ fn run(cli: &Cli) -> CliResult<i32> {
                 let repo = indexed(cli, repo)?;
                 if cli.json {
                     let bar = Bar::new(cli, false);
-                    let pr = prune::prune(
-                        &repo,
-                        &prune::PruneOptions {
-                            max_unused_pct: prune_pct,
-                            dry_run: a.dry_run,
-                        },
-                        &bar,
-                    )?;
+                    let pr = prune::prune(&repo, &prune_opts, &bar)?;
                     drop(bar);
                     print_json(&serde_json::json!({"forget": rep, "prune": pr}))?;
                 } else {
-                    run_prune(cli, &repo, prune_pct, a.dry_run)?;
+                    run_prune(cli, &repo, &prune_opts)?;
                 }
             }
         }
         Cmd::Prune {
             max_unused,
+            max_repack_size,
             dry_run,
         } => {
-            let pct = parse_percent(max_unused, "--max-unused")?;
+            let opts = prune_options(max_unused, max_repack_size.as_deref(), *dry_run)?;
             let repo = open(cli)?;
             let _lock = lock::acquire(&repo, true, "prune")?;
             let repo = indexed(cli, repo)?;
-            run_prune(cli, &repo, pct, *dry_run)?;
+            run_prune(cli, &repo, &opts)?;
         }
         Cmd::Repair {
             cmd: RepairCmd::Index,

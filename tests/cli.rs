@@ -420,6 +420,69 @@ fn flipped_byte_is_found_by_read_data_and_named() {
 }
 
 #[test]
+fn read_data_slices_part_the_packs_and_the_damaged_one_is_in_its_slice() {
+    // Whole chunks: a delta is read through its base, so with deltas a
+    // damaged base is (rightly) also reported by the slices of the packs
+    // holding deltas built on it.
+    let e = Env::new();
+    e.ok(&["init", "--no-delta", "--pack-size-mib", "1"]);
+    let src = e.path("src");
+    for day in 0..2 {
+        gen(&src, day, 0.02);
+        e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    }
+    let victim = packs(&e.repo())
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&victim, &bytes).unwrap();
+    let name = victim.file_name().unwrap().to_str().unwrap().to_string();
+    let all = packs(&e.repo()).len() as u64;
+    assert!(all >= 3, "{all} packs");
+    // Its slice, as format-spec §2 defines it.
+    let first: [u8; 8] = hex::decode(&name[..16]).unwrap().try_into().unwrap();
+    let t = 3u64;
+    let expect = u64::from_le_bytes(first) % t + 1;
+
+    let mut read = 0;
+    for n in 1..=t {
+        let o = e.run(&["--json", "check", "--read-data-subset", &format!("{n}/{t}")]);
+        let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        read += rep["packs_read"].as_u64().unwrap();
+        let errors = rep["errors"].to_string();
+        if n == expect {
+            assert_eq!(o.status.code(), Some(4), "slice {n}: {errors}");
+            assert!(errors.contains(&name), "slice {n} names the pack: {errors}");
+        } else {
+            assert_eq!(o.status.code(), Some(0), "slice {n}: {errors}");
+        }
+    }
+    assert_eq!(read, all, "the slices read every pack once");
+
+    let count = |arg: &str| {
+        let o = e.run(&["--json", "check", "--read-data-subset", arg]);
+        let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        rep["packs_read"].as_u64().unwrap()
+    };
+    assert_eq!(count("1/1"), all);
+    assert_eq!(count("100%"), all);
+    assert_eq!(count("0%"), 0);
+    for bad in ["0/3", "4/3", "1/0", "a/3", "101%", "x%"] {
+        let o = e.run(&["check", "--read-data-subset", bad]);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{bad}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
 fn truncated_pack_is_reported_by_check() {
     let (e, victim) = one_backup_and_its_data_pack();
     let len = std::fs::metadata(&victim).unwrap().len();

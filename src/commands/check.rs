@@ -35,6 +35,36 @@ pub enum ReadData {
     All,
     /// A random subset of packs, this percentage of them (rounded up).
     Subset(f64),
+    /// Slice `n` of `t` (counted from 1): the packs whose id, its first 8
+    /// bytes read as a little-endian number, leaves `n - 1` when divided
+    /// by `t`. The slices part the packs, so `t` runs with `n` = 1..=`t`
+    /// (one a day, say) read every pack once; a pack keeps its slice.
+    Slice {
+        /// Which slice, 1..=`t`.
+        n: u64,
+        /// How many slices.
+        t: u64,
+    },
+}
+
+impl ReadData {
+    /// Whether the pack `p` is read in this mode (before a random subset
+    /// is drawn).
+    fn takes(&self, p: &PackId) -> bool {
+        match *self {
+            ReadData::None => false,
+            ReadData::All | ReadData::Subset(_) => true,
+            ReadData::Slice { n, t } => slice_of(p, t) == n,
+        }
+    }
+}
+
+/// Which of `t` slices (counted from 1) the pack `p` falls in: see
+/// [`ReadData::Slice`].
+pub fn slice_of(p: &PackId, t: u64) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&p.0[..8]);
+    u64::from_le_bytes(first) % t.max(1) + 1
 }
 
 /// What check found.
@@ -533,7 +563,7 @@ pub fn check(
     if read_data != ReadData::None {
         let mut packs: Vec<(PackId, u64)> = stored
             .iter()
-            .filter(|(p, _)| pack_len.contains_key(*p))
+            .filter(|(p, _)| pack_len.contains_key(*p) && read_data.takes(p))
             .map(|(p, l)| (*p, *l))
             .collect();
         packs.sort();
@@ -884,6 +914,25 @@ mod tests {
             length: 1000,
             blobs,
         }
+    }
+
+    #[test]
+    fn slices_follow_the_spec_vector() {
+        // format-spec.md §2.
+        let id = |first: u8| {
+            let mut b = [0u8; 32];
+            b[0] = first;
+            b[20] = 0xff;
+            FileId(b)
+        };
+        assert_eq!(slice_of(&id(1), 3), 2);
+        assert_eq!(slice_of(&id(3), 3), 1);
+        assert_eq!(slice_of(&id(3), 1), 1);
+        let mut hi = [0u8; 32];
+        hi[7] = 0x80; // 2^63 = 3 mod 5
+        assert_eq!(slice_of(&FileId(hi), 5), 4);
+        assert!(ReadData::Slice { n: 2, t: 3 }.takes(&id(1)));
+        assert!(!ReadData::Slice { n: 1, t: 3 }.takes(&id(1)));
     }
 
     #[test]

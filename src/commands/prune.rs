@@ -47,6 +47,11 @@ const BLOBS_PER_INDEX_FILE: usize = 50_000;
 pub struct PruneOptions {
     /// Repack a pack when more than this percentage of its bytes is unused.
     pub max_unused_pct: f64,
+    /// Repack at most this many bytes of packs in one run: the packs with
+    /// the largest unused share go first, the others keep their unused
+    /// blobs until a later prune. Packs with nothing live are deleted
+    /// whatever this says (that costs no copying).
+    pub max_repack_bytes: Option<u64>,
     /// Report what would be done, change nothing.
     pub dry_run: bool,
 }
@@ -55,6 +60,7 @@ impl Default for PruneOptions {
     fn default() -> Self {
         PruneOptions {
             max_unused_pct: DEFAULT_MAX_UNUSED_PCT,
+            max_repack_bytes: None,
             dry_run: false,
         }
     }
@@ -95,6 +101,9 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Unused bytes left in kept packs.
     pub bytes_unused_left: u64,
+    /// Packs over the repack threshold left for a later prune by
+    /// `max_repack_bytes` (counted in `packs_kept`).
+    pub packs_repack_postponed: u64,
     /// Index files written.
     pub index_files_written: u64,
     /// Old index files removed.
@@ -223,6 +232,9 @@ pub fn prune(
     // 3. Decide per pack.
     progress.message("planning");
     let threshold = opts.max_unused_pct.clamp(0.0, 100.0) / 100.0;
+    // Packs over the threshold, decided once all are seen: (unused share,
+    // pack bytes, pack, unused blobs, unused bytes).
+    let mut candidates: Vec<(f64, u64, PackId, u64, u64)> = Vec::new();
     repo.cache().for_each_pack(|pack, length, blobs| {
         check_interrupt()?;
         let (mut live, mut live_bytes, mut dead, mut dead_bytes) = (0u64, 0u64, 0u64, 0u64);
@@ -245,10 +257,14 @@ pub fn prune(
             rep.bytes_freed += length;
             DELETE
         } else if dead_bytes as f64 / total as f64 > threshold {
-            rep.packs_repacked += 1;
-            rep.blobs_removed += dead;
-            rep.bytes_freed += dead_bytes;
-            REPACK
+            candidates.push((
+                dead_bytes as f64 / total as f64,
+                length,
+                pack,
+                dead,
+                dead_bytes,
+            ));
+            return Ok(());
         } else {
             rep.packs_kept += 1;
             rep.blobs_unused_left += dead;
@@ -257,6 +273,26 @@ pub fn prune(
         };
         marks.set_pack_note(&pack, &[decision])
     })?;
+    // The largest unused share first, within the repack budget.
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+    let mut budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
+    for (_, length, pack, dead, dead_bytes) in candidates {
+        let decision = if length <= budget {
+            budget -= length;
+            rep.packs_repacked += 1;
+            rep.blobs_removed += dead;
+            rep.bytes_freed += dead_bytes;
+            REPACK
+        } else {
+            // Later ones may still fit: smaller packs.
+            rep.packs_kept += 1;
+            rep.packs_repack_postponed += 1;
+            rep.blobs_unused_left += dead;
+            rep.bytes_unused_left += dead_bytes;
+            KEEP
+        };
+        marks.set_pack_note(&pack, &[decision])?;
+    }
     rep.bytes_after = rep.bytes_before.saturating_sub(rep.bytes_freed);
     if opts.dry_run {
         return Ok(rep);
