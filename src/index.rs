@@ -143,6 +143,9 @@ fn decode_pack(k: &[u8], v: &[u8]) -> Result<(PackId, u64)> {
     Ok((FileId(id), u64::from_le_bytes(l)))
 }
 
+/// Table files the cache may have at open before they are merged.
+const MAX_TABLE_FILES: usize = 24;
+
 impl IndexCache {
     /// Opens the first free cache slot for repository `repo` under `root`,
     /// wiping a slot that belongs to another repository or schema.
@@ -183,6 +186,18 @@ impl IndexCache {
 
     fn open_dir(dir: &Path, repo: &RepoId) -> Result<Self> {
         let db = DB::open(&Self::options()?, dir)?;
+        // Each command that writes leaves a small table file behind (its
+        // log, flushed when the next command opens the cache), and RocksDB
+        // moves such files down a level without merging them, so they pile
+        // up: every open reads each one, and a year of backups would leave
+        // thousands. Merged into one when they pass a bound.
+        if db.live_files()?.len() > MAX_TABLE_FILES {
+            // Forced: the small files sit on the last level, which a
+            // manual compaction otherwise leaves as it is.
+            let mut c = rocksdb::CompactOptions::default();
+            c.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            db.compact_range_opt::<&[u8], &[u8]>(None, None, &c);
+        }
         let ok = db.get(b"mrepo")?.as_deref() == Some(&repo.0[..])
             && db.get(b"mschema")?.as_deref() == Some(SCHEMA);
         let cache = IndexCache {
@@ -434,6 +449,25 @@ impl IndexCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_table_files_left_by_each_command_do_not_pile_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoId([1; 32]);
+        let files = |c: &IndexCache| c.db.live_files().unwrap().len();
+        let mut most = 0;
+        for i in 0..72u8 {
+            // One command: open, record a snapshot, close.
+            let c = IndexCache::open(dir.path(), &repo).unwrap();
+            most = most.max(files(&c));
+            c.mark_usable(&FileId([i; 32]), c.epoch().unwrap()).unwrap();
+        }
+        let c = IndexCache::open(dir.path(), &repo).unwrap();
+        assert!(most <= MAX_TABLE_FILES + 1, "{most} table files at an open");
+        for i in 0..72u8 {
+            assert!(c.is_usable(&FileId([i; 32])).unwrap());
+        }
+    }
 
     #[test]
     fn add_get_and_slots() {
