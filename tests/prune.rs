@@ -106,55 +106,45 @@ fn prune_with_max_unused_100_deletes_only_wholly_unused_packs() {
 
 #[test]
 fn max_repack_size_bounds_the_repack_and_the_rest_waits_for_the_next_prune() {
+    // Which packs are over the threshold depends on where the chunks fall
+    // (each repository has its own gear table), so this checks the budget's
+    // two ends and what follows; `within_budget`'s unit test checks the
+    // order and the packs in between.
     let e = Env::new();
     let ids = repo_with_days(&e, 4, 0.05, &["--no-delta"]);
     drop_snapshots(&e, &ids[..2]);
     let json = |args: &[&str]| -> serde_json::Value {
-        let mut a = vec!["prune", "--json"];
+        let mut a = vec!["prune", "--json", "--max-unused", "0%"];
         a.extend_from_slice(args);
         serde_json::from_str(&e.ok(&a)).unwrap()
     };
     let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
     let plan = json(&["--dry-run"]);
     let over = n(&plan, "packs_repacked");
-    assert!(over >= 3, "packs over the threshold: {plan}");
+    assert!(over >= 1, "packs with unused data: {plan}");
     assert_eq!(n(&plan, "packs_repack_postponed"), 0);
+    let all = json(&["--dry-run", "--max-repack-size", "1GB"]);
+    assert_eq!(n(&all, "packs_repacked"), over, "{all}");
 
-    // 0: only what nothing uses is deleted.
-    let none = json(&["--dry-run", "--max-repack-size", "0"]);
+    // 0: only what nothing uses is deleted; the rest waits, counted as kept.
+    let packs_before = pack_count(&e.repo());
+    let none = json(&["--max-repack-size", "0"]);
     assert_eq!(n(&none, "packs_repacked"), 0);
     assert_eq!(n(&none, "packs_repack_postponed"), over);
     assert_eq!(n(&none, "packs_deleted"), n(&plan, "packs_deleted"));
-
-    // A budget of about one pack (1 MiB packs): some repacked, the rest
-    // left, and the packs kept count them.
-    let packs_before = pack_count(&e.repo());
-    let some = json(&["--max-repack-size", "1.5MB"]);
-    let (done, left) = (
-        n(&some, "packs_repacked"),
-        n(&some, "packs_repack_postponed"),
-    );
-    assert!(done >= 1 && done < over, "{some}");
-    assert_eq!(done + left, over);
-    assert_eq!(
-        n(&some, "packs_kept"),
-        n(&plan, "packs_kept") + left,
-        "postponed packs are kept: {some}"
-    );
+    assert_eq!(n(&none, "packs_kept"), n(&plan, "packs_kept") + over);
     assert_eq!(
         pack_count(&e.repo()),
-        packs_before - n(&some, "packs_deleted") as usize - done as usize
-            + n(&some, "packs_written") as usize
+        packs_before - n(&none, "packs_deleted") as usize
     );
     e.ok(&["check", "--read-data"]);
     assert_kept_snapshots_restore(&e, &[(ids[2].clone(), 2), (ids[3].clone(), 3)], 0.05);
 
-    // The next prune takes up exactly what was left.
+    // The next prune takes up exactly what was left, and then nothing.
     let rest = json(&[]);
-    assert_eq!(n(&rest, "packs_repacked"), left, "{rest}");
+    assert_eq!(n(&rest, "packs_repacked"), over, "{rest}");
     assert_eq!(n(&rest, "packs_deleted"), 0);
-    let again = json(&[]);
-    assert_eq!(n(&again, "packs_repacked"), 0);
+    assert_eq!(n(&json(&[]), "packs_repacked"), 0);
     e.ok(&["check", "--read-data"]);
     assert_kept_snapshots_restore(&e, &[(ids[2].clone(), 2), (ids[3].clone(), 3)], 0.05);
 

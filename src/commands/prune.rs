@@ -119,6 +119,29 @@ const KEEP: u8 = 0;
 const REPACK: u8 = 1;
 const DELETE: u8 = 2;
 
+/// A pack over the repack threshold: (unused share, pack bytes, pack,
+/// unused blobs, unused bytes).
+type Candidate = (f64, u64, PackId, u64, u64);
+
+/// Sorts `candidates` by priority, the largest unused share first (then by
+/// pack id), and says which of them to repack: each one that still fits
+/// in `budget` bytes of packs (all without a budget). A pack too large for
+/// what is left does not stop smaller ones after it.
+fn within_budget(candidates: &mut [Candidate], budget: Option<u64>) -> Vec<bool> {
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+    let mut left = budget.unwrap_or(u64::MAX);
+    candidates
+        .iter()
+        .map(|c| {
+            let fits = c.1 <= left;
+            if fits {
+                left -= c.1;
+            }
+            fits
+        })
+        .collect()
+}
+
 /// Marks every blob reachable from every snapshot into `marks`. Refuses to
 /// go on if a snapshot needs a blob the index lacks: pruning a damaged
 /// repository could delete what repair would need.
@@ -232,9 +255,8 @@ pub fn prune(
     // 3. Decide per pack.
     progress.message("planning");
     let threshold = opts.max_unused_pct.clamp(0.0, 100.0) / 100.0;
-    // Packs over the threshold, decided once all are seen: (unused share,
-    // pack bytes, pack, unused blobs, unused bytes).
-    let mut candidates: Vec<(f64, u64, PackId, u64, u64)> = Vec::new();
+    // Packs over the threshold, decided once all are seen.
+    let mut candidates: Vec<Candidate> = Vec::new();
     repo.cache().for_each_pack(|pack, length, blobs| {
         check_interrupt()?;
         let (mut live, mut live_bytes, mut dead, mut dead_bytes) = (0u64, 0u64, 0u64, 0u64);
@@ -273,12 +295,9 @@ pub fn prune(
         };
         marks.set_pack_note(&pack, &[decision])
     })?;
-    // The largest unused share first, within the repack budget.
-    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
-    let mut budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
-    for (_, length, pack, dead, dead_bytes) in candidates {
-        let decision = if length <= budget {
-            budget -= length;
+    let chosen = within_budget(&mut candidates, opts.max_repack_bytes);
+    for ((_, _, pack, dead, dead_bytes), repack) in candidates.into_iter().zip(chosen) {
+        let decision = if repack {
             rep.packs_repacked += 1;
             rep.blobs_removed += dead;
             rep.bytes_freed += dead_bytes;
@@ -396,4 +415,24 @@ pub fn prune(
     rep.bytes_after = after;
     rep.bytes_freed = rep.bytes_before.saturating_sub(after);
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::FileId;
+
+    #[test]
+    fn the_budget_takes_the_largest_unused_share_first_and_what_still_fits() {
+        let c = |share: f64, bytes: u64, id: u8| (share, bytes, FileId([id; 32]), 1, 1);
+        let mut v = vec![c(0.5, 10, 1), c(0.9, 30, 3), c(0.2, 5, 4), c(0.9, 20, 2)];
+        let pick = within_budget(&mut v, Some(45));
+        let order: Vec<u8> = v.iter().map(|x| x.2 .0[0]).collect();
+        assert_eq!(order, [2, 3, 1, 4], "largest share first, then pack id");
+        // 20 taken (25 left), 30 does not fit, then 10 and 5 do.
+        assert_eq!(pick, [true, false, true, true]);
+        assert_eq!(within_budget(&mut v, None), [true; 4]);
+        assert_eq!(within_budget(&mut v, Some(0)), [false; 4]);
+        assert_eq!(within_budget(&mut v, Some(64)), [true, true, true, false]);
+    }
 }
