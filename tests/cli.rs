@@ -384,23 +384,14 @@ fn one_backup_and_its_data_pack() -> (Env, std::path::PathBuf) {
     let src = e.path("src");
     gen(&src, 0, 0.02);
     e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
-    let victim = packs(&e.repo())
-        .into_iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let victim = largest_pack(&e.repo());
     (e, victim)
 }
 
 #[test]
 fn flipped_byte_is_found_by_read_data_and_named() {
     let (e, victim) = one_backup_and_its_data_pack();
-    // Flip a byte in the middle of the data pack (inside a blob).
-    let mut bytes = std::fs::read(&victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&victim, &bytes).unwrap();
-    let name = victim.file_name().unwrap().to_str().unwrap().to_string();
+    let name = flip_middle_byte(&victim);
 
     let o = e.run(&["check", "--read-data"]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -431,16 +422,7 @@ fn read_data_slices_part_the_packs_and_the_damaged_one_is_in_its_slice() {
         gen(&src, day, 0.02);
         e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
     }
-    let victim = packs(&e.repo())
-        .into_iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = std::fs::read(&victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&victim, &bytes).unwrap();
-    let name = victim.file_name().unwrap().to_str().unwrap().to_string();
+    let name = flip_middle_byte(&largest_pack(&e.repo()));
     let all = packs(&e.repo()).len() as u64;
     assert!(all >= 3, "{all} packs");
     // Its slice, as format-spec §2 defines it.

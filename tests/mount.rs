@@ -196,15 +196,7 @@ fn a_damaged_chunk_fails_its_read_with_eio_and_the_mount_stays_up() {
     let src = e.path("src");
     gen(&src, 0, 0.02);
     e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
-    let victim = packs(&e.repo())
-        .into_iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = std::fs::read(&victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&victim, &bytes).unwrap();
+    flip_middle_byte(&largest_pack(&e.repo()));
 
     let mnt = e.path("mnt");
     let m = Mounted::start(&e, &mnt);

@@ -164,3 +164,27 @@ pub fn pack_bytes(repo: &Path) -> u64 {
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum()
 }
+
+/// The largest pack of the repository at `repo` (a data pack: tree packs
+/// are much smaller).
+pub fn largest_pack(repo: &Path) -> PathBuf {
+    packs(repo)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).expect("pack").len())
+        .expect("a pack")
+}
+
+/// Flips one bit of the byte in the middle of `pack` (inside a blob), and
+/// returns the pack's file name, which errors should name.
+pub fn flip_middle_byte(pack: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(pack).expect("read pack");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::set_permissions(pack, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(pack, &bytes).expect("write pack");
+    pack.file_name()
+        .and_then(|n| n.to_str())
+        .expect("pack name")
+        .to_string()
+}
