@@ -23,6 +23,7 @@ pub mod markset;
 pub mod repository;
 pub mod retention;
 pub mod session;
+pub mod snapcache;
 
 pub use error::{Error, Result};
 pub mod commands;

@@ -869,11 +869,15 @@ fn backend_at(dir: &Path) -> CliResult<Arc<dyn Backend>> {
 fn open(cli: &Cli) -> CliResult<Repository> {
     let b = backend(cli)?;
     let pw = password(cli)?;
-    Ok(Repository::open_cached(
-        b,
-        pw.bytes(),
-        key_cache_ttl(cli, &pw),
-    )?)
+    Ok(
+        Repository::open_cached(b, pw.bytes(), key_cache_ttl(cli, &pw))?
+            .with_snapshot_cache(&cache_root(cli)),
+    )
+}
+
+/// `--cache-dir`, else the default cache root.
+fn cache_root(cli: &Cli) -> PathBuf {
+    cli.cache_dir.clone().unwrap_or_else(default_cache_root)
 }
 
 /// `--key-cache`: 0 or off, else a duration such as 15m or 2h.
@@ -915,8 +919,7 @@ fn report_peak_rss() {
 
 fn indexed(cli: &Cli, repo: Repository) -> CliResult<IndexedRepository> {
     reset_peak_rss();
-    let root = cli.cache_dir.clone().unwrap_or_else(default_cache_root);
-    Ok(repo.open_index(&root)?)
+    Ok(repo.open_index(&cache_root(cli))?)
 }
 
 /// Opens the repository and its index under a shared lock named `what`,

@@ -23,6 +23,7 @@ use crate::format::{check_header, limits, open_file, seal_file, BlobKind, Object
 use crate::id::{BlobId, FileId, PackId, RepoId, SnapshotId};
 use crate::index::{IndexCache, Location};
 use crate::keycache;
+use crate::snapcache::SnapshotCache;
 
 /// Options for a new repository.
 #[derive(Clone, Debug)]
@@ -74,6 +75,8 @@ pub struct Repository {
     chunker: Chunker,
     /// Whether the key-encryption key came from the kernel key cache.
     key_from_cache: bool,
+    /// Where snapshot files are cached locally, if anywhere.
+    snapshot_cache: Option<SnapshotCache>,
 }
 
 fn hostname() -> String {
@@ -162,6 +165,7 @@ impl Repository {
             key_name,
             chunker,
             key_from_cache: false,
+            snapshot_cache: None,
         })
     }
 
@@ -188,11 +192,7 @@ impl Repository {
         }
         // Refuse a newer format before asking the keys anything.
         check_header(&cf, ObjectType::Config, "config")?;
-        let mut names: Vec<String> = backend
-            .list(FileKind::Key)?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let mut names = backend.names(FileKind::Key)?;
         names.sort();
         if names.is_empty() {
             return Err(Error::corrupt("keys", "the repository has no key files"));
@@ -253,7 +253,15 @@ impl Repository {
             key_name,
             chunker,
             key_from_cache,
+            snapshot_cache: None,
         })
+    }
+
+    /// Keeps a local copy of the snapshot files under cache root `root`
+    /// ([`SnapshotCache`]), which [`Self::snapshots`] reads first.
+    pub fn with_snapshot_cache(mut self, root: &Path) -> Self {
+        self.snapshot_cache = Some(SnapshotCache::new(root, &self.config.id));
+        self
     }
 
     /// Whether opening took the key-encryption key from the kernel key cache
@@ -369,22 +377,48 @@ impl Repository {
         name: &str,
         max: u64,
     ) -> Result<Vec<u8>> {
-        let what = format!("{} {name}", kind.dir());
+        let bytes = self.read_object_file(kind, name, max)?;
+        let id = FileId::from_hex(name)
+            .map_err(|_| Error::corrupt(format!("{} {name}", kind.dir()), "not a file name"))?;
+        self.open_object(kind, ty, &id, &bytes, max)
+    }
+
+    /// The file of a file object as stored, refused past `max` bytes.
+    fn read_object_file(&self, kind: FileKind, name: &str, max: u64) -> Result<Vec<u8>> {
         let size = self.backend.size(kind, name)?;
         if size > max {
             return Err(Error::corrupt(
-                &what,
+                format!("{} {name}", kind.dir()),
                 format!("{size} bytes is over the limit of {max}"),
             ));
         }
-        let bytes = self.backend.read(kind, name)?;
-        if FileId::of(&bytes).to_hex() != name {
+        self.backend.read(kind, name)
+    }
+
+    /// Verifies a file object's bytes (at most `max`, hashing to `id`)
+    /// and opens them.
+    fn open_object(
+        &self,
+        kind: FileKind,
+        ty: ObjectType,
+        id: &FileId,
+        bytes: &[u8],
+        max: u64,
+    ) -> Result<Vec<u8>> {
+        let what = || format!("{} {id}", kind.dir());
+        if bytes.len() as u64 > max {
             return Err(Error::corrupt(
-                &what,
+                what(),
+                format!("{} bytes is over the limit of {max}", bytes.len()),
+            ));
+        }
+        if FileId::of(bytes) != *id {
+            return Err(Error::corrupt(
+                what(),
                 "contents do not hash to the file name",
             ));
         }
-        open_file(&self.keys.file, ty, &bytes, &what)
+        open_file(&self.keys.file, ty, bytes, &what())
     }
 
     /// Seals and writes a file object named by its hash; returns the name.
@@ -397,27 +431,68 @@ impl Repository {
 
     /// Loads one snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let body = self.read_object(
+        let bytes =
+            self.read_object_file(FileKind::Snapshot, &id.to_hex(), limits::MAX_SNAPSHOT_FILE)?;
+        self.open_snapshot(id, &bytes)
+    }
+
+    /// Verifies and decodes the bytes of snapshot file `id`.
+    fn open_snapshot(&self, id: &SnapshotId, bytes: &[u8]) -> Result<Snapshot> {
+        let body = self.open_object(
             FileKind::Snapshot,
             ObjectType::Snapshot,
-            &id.to_hex(),
+            id,
+            bytes,
             limits::MAX_SNAPSHOT_FILE,
         )?;
         Snapshot::decode(&body, &format!("snapshot {id}"))
     }
 
     /// Loads every snapshot, sorted by time then id.
+    ///
+    /// With a snapshot cache ([`Self::with_snapshot_cache`]), only the files
+    /// it lacks are read from the repository. A cached file is verified as
+    /// one read from the repository is (its hash is its name, it opens with
+    /// the key), else it is read again; the cache is then rewritten to hold
+    /// exactly the files listed, if that changed anything.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let names = self.backend.list(FileKind::Snapshot)?;
-        let mut out = names
+        let names = self.backend.names(FileKind::Snapshot)?;
+        let cached = self
+            .snapshot_cache
+            .as_ref()
+            .map(SnapshotCache::load)
+            .unwrap_or_default();
+        // (id, snapshot, the file when it was read from the repository)
+        let loaded = names
             .par_iter()
             .map(|l| {
-                let id = FileId::from_hex(&l.name).map_err(|_| {
-                    Error::corrupt(format!("snapshots/{}", l.name), "not a snapshot file name")
+                let id = FileId::from_hex(l).map_err(|_| {
+                    Error::corrupt(format!("snapshots/{l}"), "not a snapshot file name")
                 })?;
-                Ok((id, self.load_snapshot(&id)?))
+                if let Some(s) = cached
+                    .get(&id)
+                    .and_then(|b| self.open_snapshot(&id, b).ok())
+                {
+                    return Ok((id, s, None));
+                }
+                let bytes =
+                    self.read_object_file(FileKind::Snapshot, l, limits::MAX_SNAPSHOT_FILE)?;
+                let s = self.open_snapshot(&id, &bytes)?;
+                Ok((id, s, Some(bytes)))
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(c) = &self.snapshot_cache {
+            let hits = loaded.iter().filter(|x| x.2.is_none()).count();
+            // Anything read, or anything cached that is gone.
+            if hits < loaded.len() || hits < cached.len() {
+                c.store(loaded.iter().filter_map(|(id, _, fresh)| {
+                    let b = fresh.as_deref().or_else(|| cached.get(id))?;
+                    Some((id, b))
+                }));
+            }
+        }
+        let mut out: Vec<(SnapshotId, Snapshot)> =
+            loaded.into_iter().map(|(id, s, _)| (id, s)).collect();
         out.sort_by_key(|(id, s)| (s.time, s.nanos, *id));
         Ok(out)
     }
@@ -542,13 +617,7 @@ impl IndexedRepository {
     /// absorbed is gone from the repository (replaced by `repair index` or a
     /// future prune), the cache is cleared and rebuilt from the index files.
     pub fn sync_index(&self) -> Result<usize> {
-        let listed: Vec<String> = self
-            .repo
-            .backend
-            .list(FileKind::Index)?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let listed = self.repo.backend.names(FileKind::Index)?;
         let present: HashSet<&str> = listed.iter().map(String::as_str).collect();
         let mut seen = self.cache.seen_index_files()?;
         if seen.iter().any(|s| !present.contains(s.as_str())) {
@@ -847,6 +916,73 @@ pub fn default_cache_root() -> PathBuf {
 mod tests {
     use super::*;
     use crate::session::WriteSession;
+
+    /// A snapshot at `time` (nothing behind its tree: listing only).
+    fn bare_snapshot(time: i64) -> Snapshot {
+        Snapshot {
+            time,
+            nanos: 0,
+            account: "acme".into(),
+            host: "h".into(),
+            program: "arca test".into(),
+            tags: Vec::new(),
+            paths: vec!["/src".into()],
+            tree: BlobId([1; 32]),
+            parent: None,
+            summary: Default::default(),
+        }
+    }
+
+    #[test]
+    fn snapshot_listing_reads_from_the_repository_only_what_the_cache_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(crate::backend::MemoryBackend::new());
+        let opts = InitOptions {
+            kdf: KdfParams::CHEAPEST,
+            ..InitOptions::default()
+        };
+        let backend: Arc<dyn Backend> = Arc::clone(&mem) as Arc<dyn Backend>;
+        let repo = Repository::init(Arc::clone(&backend), b"pw", &opts).unwrap();
+        let cached = Repository::open(Arc::clone(&backend), b"pw")
+            .unwrap()
+            .with_snapshot_cache(dir.path());
+        let write = |t: i64| {
+            repo.write_object(
+                FileKind::Snapshot,
+                ObjectType::Snapshot,
+                &bare_snapshot(t).encode(),
+            )
+            .unwrap()
+        };
+        let ids: Vec<SnapshotId> = (0..5).map(|t| write(1_700_000_000 + t)).collect();
+        let reads = || mem.reads(FileKind::Snapshot);
+
+        let plain = repo.snapshots().unwrap();
+        assert_eq!(reads(), 5, "without a cache, every file every time");
+        assert_eq!(cached.snapshots().unwrap(), plain);
+        assert_eq!(reads(), 10, "the first cached listing reads them all");
+        assert_eq!(cached.snapshots().unwrap(), plain);
+        assert_eq!(reads(), 10, "the next one reads none");
+
+        // A new snapshot: only it is read. A forgotten one: nothing read,
+        // and it leaves the listing and the cache.
+        let six = write(1_700_000_100);
+        let listed = cached.snapshots().unwrap();
+        assert_eq!(reads(), 11);
+        assert_eq!(listed.len(), 6);
+        assert_eq!(listed[5].0, six);
+        backend
+            .remove(FileKind::Snapshot, &ids[0].to_hex())
+            .unwrap();
+        let listed = cached.snapshots().unwrap();
+        assert_eq!(reads(), 11);
+        assert_eq!(listed.len(), 5);
+        assert!(listed.iter().all(|(id, _)| *id != ids[0]));
+        let file = SnapshotCache::new(dir.path(), &cached.config.id).load();
+        assert_eq!(file.len(), 5);
+        assert!(file.get(&ids[0]).is_none());
+        assert_eq!(cached.snapshots().unwrap(), repo.snapshots().unwrap());
+    }
 
     /// `rows` CSV rows; rows `r` with `r % 97 == edit % 97` carry `edit`.
     fn table(rows: u32, edit: u32) -> Vec<u8> {

@@ -1140,3 +1140,100 @@ fn copy_mirrors_the_repository_into_a_directory_and_follows_prune() {
     other.init();
     e.expect(&["copy", "--to", other.repo().to_str().unwrap()], 1);
 }
+
+/// The one snapshot cache file under the test's cache root.
+fn snapshot_cache_file(e: &Env) -> std::path::PathBuf {
+    let mut found = Vec::new();
+    for d in std::fs::read_dir(e.cache()).unwrap() {
+        let p = d.unwrap().path().join("snapshots");
+        if p.is_file() {
+            found.push(p);
+        }
+    }
+    assert_eq!(found.len(), 1, "one snapshot cache: {found:?}");
+    found.remove(0)
+}
+
+fn listed_ids(e: &Env) -> Vec<String> {
+    e.snapshots_json()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn snapshot_files_are_read_from_the_local_cache_but_check_reads_the_repository() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for (i, t) in [
+        "2024-03-01 02:00:00",
+        "2024-03-02 02:00:00",
+        "2024-03-03 02:00:00",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(src.join("orders.csv"), format!("id,total\n{i},10\n")).unwrap();
+        backup_at(&e, &src, t);
+    }
+    let ids = listed_ids(&e);
+    assert_eq!(ids.len(), 3);
+    let cache = snapshot_cache_file(&e);
+    let cached = std::fs::read(&cache).unwrap();
+    for id in &ids {
+        let raw = hex::decode(id).unwrap();
+        assert!(cached.windows(32).any(|w| w == raw), "{id} is cached");
+    }
+
+    // A damaged file in the repository: listings take the cached copy
+    // (it hashes to the file's name, so it is the file as written)...
+    let victim = e.repo().join("snapshots").join(&ids[1]);
+    let original = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, b"not a snapshot file").unwrap();
+    assert_eq!(listed_ids(&e), ids);
+    let restored = e.path("out");
+    e.ok(&["restore", &ids[1], "--target", restored.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(restored.join("orders.csv")).unwrap(),
+        "id,total\n1,10\n"
+    );
+    // ...but check reads the repository's own files, and names the damage.
+    let o = e.run(&["check"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&ids[1][..8])
+            || String::from_utf8_lossy(&o.stdout).contains(&ids[1][..8]),
+        "{o:?}"
+    );
+    std::fs::write(&victim, &original).unwrap();
+    e.ok(&["check"]);
+
+    // A damaged cache entry is never used: the file is read from the
+    // repository again and the cache rewritten with the good copy.
+    let mut bad = std::fs::read(&cache).unwrap();
+    let at = bad.len() - 5;
+    bad[at] ^= 0x40;
+    std::fs::write(&cache, &bad).unwrap();
+    assert_eq!(listed_ids(&e), ids);
+    assert_eq!(std::fs::read(&cache).unwrap(), cached, "cache repaired");
+    // So is a cache cut short, or one that is not a cache at all.
+    std::fs::write(&cache, &cached[..cached.len() / 2]).unwrap();
+    assert_eq!(listed_ids(&e), ids);
+    std::fs::write(&cache, b"junk").unwrap();
+    assert_eq!(listed_ids(&e), ids);
+    assert_eq!(std::fs::read(&cache).unwrap(), cached);
+
+    // A snapshot forgotten (here by another client: its file is simply
+    // gone) leaves the listing and the cache.
+    std::fs::remove_file(e.repo().join("snapshots").join(&ids[0])).unwrap();
+    assert_eq!(listed_ids(&e), ids[1..]);
+    let after = std::fs::read(&cache).unwrap();
+    let gone = hex::decode(&ids[0]).unwrap();
+    assert!(
+        !after.windows(32).any(|w| w == gone),
+        "forgotten id left the cache"
+    );
+    assert!(after.len() < cached.len());
+}

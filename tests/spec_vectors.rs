@@ -436,6 +436,12 @@ fn compute() -> BTreeMap<String, String> {
     );
     assert!(arca::keycache::parse(&entry, b"hello arca").is_some());
     put("key-cache-entry", &entry);
+    // §12.2 snapshot cache file.
+    let sid = arca::id::FileId([0x11; 32]);
+    put(
+        "snapshot-cache-file",
+        &arca::snapcache::encode([(&sid, &b"hello"[..])]),
+    );
     assert_eq!(
         arca::keycache::description("ab12"),
         "arca:v1:kek:ab12",

@@ -144,6 +144,32 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// The regular files of `dir`, by name: their type comes with the
+/// directory entry, where `list_dir` needs a `stat` per file for its size.
+fn names_in(dir: &Path) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io(dir, e))?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        if ent
+            .file_type()
+            .map_err(|e| Error::io(ent.path(), e))?
+            .is_file()
+        {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 fn list_dir(dir: &Path, out: &mut Vec<Listed>) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -215,6 +241,15 @@ impl Backend for LocalBackend {
             k => list_dir(&self.root.join(k.dir()), &mut out)?,
         }
         Ok(out)
+    }
+
+    fn names(&self, kind: FileKind) -> Result<Vec<String>> {
+        match kind {
+            FileKind::Snapshot | FileKind::Index | FileKind::Key | FileKind::Lock => {
+                names_in(&self.root.join(kind.dir()))
+            }
+            _ => Ok(self.list(kind)?.into_iter().map(|l| l.name).collect()),
+        }
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {

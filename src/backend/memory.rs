@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 #[derive(Default)]
 pub struct MemoryBackend {
     files: Files,
+    /// Whole-file reads so far, by kind (for tests that count them).
+    reads: Mutex<BTreeMap<FileKind, u64>>,
 }
 
 type Files = Arc<Mutex<BTreeMap<(FileKind, String), Vec<u8>>>>;
@@ -48,6 +50,12 @@ impl MemoryBackend {
         Self::default()
     }
 
+    /// How many whole files of `kind` were read so far.
+    pub fn reads(&self, kind: FileKind) -> u64 {
+        let r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        r.get(&kind).copied().unwrap_or(0)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(FileKind, String), Vec<u8>>> {
         lock_files(&self.files)
     }
@@ -79,6 +87,12 @@ impl Backend for MemoryBackend {
             .collect())
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        *self
+            .reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind)
+            .or_default() += 1;
         self.lock()
             .get(&(kind, name.to_string()))
             .cloned()

@@ -83,6 +83,11 @@ pub trait Backend: Send + Sync {
     fn create(&self) -> Result<()>;
     /// Lists the complete files of one kind.
     fn list(&self, kind: FileKind) -> Result<Vec<Listed>>;
+    /// The names of [`Backend::list`], for callers that need no sizes (a
+    /// local directory then skips a `stat` per file).
+    fn names(&self, kind: FileKind) -> Result<Vec<String>> {
+        Ok(self.list(kind)?.into_iter().map(|l| l.name).collect())
+    }
     /// Reads a whole file.
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset`; fails if the file is shorter.
