@@ -7,10 +7,15 @@
 //! (the blob's canonical copy); `P` ‖ pack id ‖ blob id → the
 //! same value (every blob of every pack, for iterating by pack); `p` ‖ pack
 //! id → pack length u64; `i` ‖ index file name → empty (the index files
-//! already absorbed); `m` ‖ "repo" → repository id.
+//! already absorbed); `e` → epoch; `v` ‖ root tree id → epoch (the tree's
+//! chunks were all usable then); `m` ‖ "repo" → repository id.
 
 use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{RwLock, RwLockReadGuard};
 
 use rocksdb::{Options, WriteBatch, DB};
 
@@ -18,11 +23,11 @@ use crate::error::{Error, Result};
 use crate::format::indexfile::PackListing;
 use crate::format::pack::{BlobEntry, DeltaRef};
 use crate::format::{limits, BlobKind, BLOB_KIND_DELTA};
-use crate::id::{BlobId, FileId, PackId, RepoId, SnapshotId};
+use crate::id::{BlobId, FileId, PackId, RepoId};
 
 /// Bumped when the cache's key layout changes; a cache with another schema
 /// is wiped and rebuilt.
-const SCHEMA: &[u8] = b"arca-cache-4";
+const SCHEMA: &[u8] = b"arca-cache-5";
 /// Blob entries per RocksDB write batch when absorbing an index file: about
 /// 1.6 MB of batch, under the 4 MiB memtable.
 const WRITE_BATCH_BLOBS: usize = 8192;
@@ -40,9 +45,24 @@ pub struct Location {
 }
 
 /// An open cache instance.
+///
+/// Opened read-only, which writes nothing to the disk: a command that finds
+/// the cache current and changes nothing (a backup of an unchanged source,
+/// a restore) skips the log replay, manifest and options files that a
+/// writable open writes and syncs. The first write reopens it writable
+/// ([`IndexCache::writable`]); the slot's lock file keeps other processes
+/// out either way.
 pub struct IndexCache {
-    db: DB,
+    /// Reads take it with `read_recursive`, so that a reader never waits
+    /// behind the reopen while it holds it already; only the reopen takes it
+    /// exclusively. A thread must not start a write while it holds it (in
+    /// a `for_each_*` callback).
+    db: RwLock<DB>,
+    writable: AtomicBool,
     dir: PathBuf,
+    /// This process's claim on the slot: an exclusive `flock` on
+    /// `index.<slot>.lock`, held as long as the cache is open.
+    _slot: File,
 }
 
 fn blob_key(id: &BlobId) -> [u8; 33] {
@@ -55,9 +75,9 @@ fn blob_key(id: &BlobId) -> [u8; 33] {
 /// Key of the epoch counter ([`IndexCache::epoch`]).
 const EPOCH_KEY: &[u8] = b"e";
 
-fn usable_key(id: &SnapshotId) -> [u8; 33] {
+fn usable_key(tree: &BlobId) -> [u8; 33] {
     let mut k = [b'v'; 33];
-    k[1..].copy_from_slice(id.as_bytes());
+    k[1..].copy_from_slice(&tree.0);
     k
 }
 
@@ -154,9 +174,26 @@ impl IndexCache {
         std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
         let mut last = None;
         for slot in 0..SLOTS {
+            let lock = base.join(format!("index.{slot}.lock"));
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock)
+                .map_err(|e| Error::io(&lock, e))?;
+            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    last = Some(format!("{} is held by another process", lock.display()));
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&lock, e.into())),
+            }
             let dir = base.join(format!("index.{slot}"));
-            match Self::open_dir(&dir, repo) {
+            match Self::open_dir(&dir, repo, f) {
                 Ok(c) => return Ok(c),
+                // RocksDB's own lock: a process that does not take the
+                // slot's lock file (an older arca) has the database open.
                 Err(Error::Cache(m)) if m.to_lowercase().contains("lock") => last = Some(m),
                 Err(e) => return Err(e),
             }
@@ -184,15 +221,59 @@ impl IndexCache {
         Ok(o)
     }
 
-    fn open_dir(dir: &Path, repo: &RepoId) -> Result<Self> {
+    fn open_dir(dir: &Path, repo: &RepoId, slot: File) -> Result<Self> {
+        // Read-only when there is a database: a damaged one, or none, is
+        // left to the writable open, which creates it or reports why not.
+        let ro = if dir.join("CURRENT").is_file() && !has_log(dir) {
+            DB::open_for_read_only(&Self::options()?, dir, false).ok()
+        } else {
+            None
+        };
+        let cache = match ro {
+            Some(db) => IndexCache {
+                db: RwLock::new(db),
+                writable: AtomicBool::new(false),
+                dir: dir.to_path_buf(),
+                _slot: slot,
+            },
+            None => {
+                let db = Self::open_writable(dir)?;
+                IndexCache {
+                    db: RwLock::new(db),
+                    writable: AtomicBool::new(true),
+                    dir: dir.to_path_buf(),
+                    _slot: slot,
+                }
+            }
+        };
+        let ok = {
+            let db = cache.db();
+            db.get(b"mrepo")?.as_deref() == Some(&repo.0[..])
+                && db.get(b"mschema")?.as_deref() == Some(SCHEMA)
+        };
+        if ok {
+            return Ok(cache);
+        }
+        let cache = cache.wipe()?;
+        {
+            let db = cache.db();
+            db.put(b"mrepo", repo.0)?;
+            db.put(b"mschema", SCHEMA)?;
+        }
+        Ok(cache)
+    }
+
+    /// Opens the database at `dir` for writing, merging its table files
+    /// first if they piled up.
+    fn open_writable(dir: &Path) -> Result<DB> {
         let db = DB::open(&Self::options()?, dir)?;
         // Each command that writes leaves a small table file behind (its
-        // log, flushed when the next command opens the cache), and RocksDB
+        // log, flushed when the next writable open replays it), and RocksDB
         // moves such files down a level without merging them, so they pile
         // up: every open reads each one, and a year of backups would leave
         // thousands. Merged into one when they pass a bound: 64 files
         // cost about 1 ms more at an open than a few, and the merge about
-        // 40 ms per 2 MB of cache, once in some 60 commands.
+        // 40 ms per 2 MB of cache, once in some 60 writing commands.
         if db.live_files()?.len() > MAX_TABLE_FILES {
             // Forced: the small files sit on the last level, which a
             // manual compaction otherwise leaves as it is.
@@ -200,28 +281,51 @@ impl IndexCache {
             c.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
             db.compact_range_opt::<&[u8], &[u8]>(None, None, &c);
         }
-        let ok = db.get(b"mrepo")?.as_deref() == Some(&repo.0[..])
-            && db.get(b"mschema")?.as_deref() == Some(SCHEMA);
-        let cache = IndexCache {
-            db,
-            dir: dir.to_path_buf(),
-        };
-        if ok {
-            return Ok(cache);
+        Ok(db)
+    }
+
+    /// The database, for reading.
+    fn db(&self) -> RwLockReadGuard<'_, DB> {
+        self.db.read_recursive()
+    }
+
+    /// The database, reopened writable first if it is read-only. Must not
+    /// be called while this thread holds [`Self::db`].
+    pub fn writable(&self) -> Result<RwLockReadGuard<'_, DB>> {
+        if !self.writable.load(Ordering::Acquire) {
+            let mut g = self.db.write();
+            if !self.writable.load(Ordering::Acquire) {
+                // The read-only instance stays open (and usable) until the
+                // writable one is: a failed reopen leaves the cache as it was.
+                let rw = Self::open_writable(&self.dir)?;
+                drop(std::mem::replace(&mut *g, rw));
+                self.writable.store(true, Ordering::Release);
+            }
         }
-        let cache = cache.wipe()?;
-        cache.db.put(b"mrepo", repo.0)?;
-        cache.db.put(b"mschema", SCHEMA)?;
-        Ok(cache)
+        Ok(self.db())
+    }
+
+    /// Whether the database is open writable (it is after the first write).
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Acquire)
     }
 
     /// Deletes every entry (keeps the repository binding if `repo` given).
     pub fn wipe(self) -> Result<Self> {
         let dir = self.dir.clone();
-        drop(self.db);
+        // The same open file, so the slot stays claimed throughout.
+        let slot = self._slot.try_clone().map_err(|e| Error::io(&dir, e))?;
+        // Nothing worth flushing: it is destroyed next.
+        self.writable.store(false, Ordering::Release);
+        drop(self);
         DB::destroy(&Options::default(), &dir)?;
         let db = DB::open(&Self::options()?, &dir)?;
-        Ok(IndexCache { db, dir })
+        Ok(IndexCache {
+            db: RwLock::new(db),
+            writable: AtomicBool::new(true),
+            dir,
+            _slot: slot,
+        })
     }
 
     /// Removes every blob, pack and index-file entry, keeping the binding.
@@ -231,7 +335,7 @@ impl IndexCache {
             b.delete_range([prefix], [prefix + 1]);
         }
         b.put(EPOCH_KEY, (self.epoch()? + 1).to_le_bytes());
-        self.db.write(b)?;
+        self.writable()?.write(b)?;
         Ok(())
     }
 
@@ -239,31 +343,32 @@ impl IndexCache {
     /// canonical copy changes, the two things that can make a blob listed
     /// before unusable now (format-spec.md §12).
     pub fn epoch(&self) -> Result<u64> {
-        Ok(match self.db.get_pinned(EPOCH_KEY)? {
-            Some(v) => u64::from_le_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::corrupt("index cache", "epoch is not 8 bytes"))?,
-            ),
-            None => 0,
-        })
+        epoch_in(&self.db())
     }
-
-    /// Records that every chunk of snapshot `id` was usable (listed, with
-    /// its delta chain) at `epoch`.
-    pub fn mark_usable(&self, id: &SnapshotId, epoch: u64) -> Result<()> {
-        self.db.put(usable_key(id), epoch.to_le_bytes())?;
+    /// Records that every chunk under root tree `tree` was usable (listed,
+    /// with its delta chain) at `epoch`. Writes nothing when it is marked so
+    /// already (a backup where nothing changed keeps its parent's tree).
+    pub fn mark_usable(&self, tree: &BlobId, epoch: u64) -> Result<()> {
+        if self.usable_at(tree)? == Some(epoch) {
+            return Ok(());
+        }
+        self.writable()?
+            .put(usable_key(tree), epoch.to_le_bytes())?;
         Ok(())
     }
 
-    /// Whether every chunk of snapshot `id` is known usable: it was marked
-    /// so in the current epoch.
-    pub fn is_usable(&self, id: &SnapshotId) -> Result<bool> {
-        let epoch = self.epoch()?;
+    fn usable_at(&self, tree: &BlobId) -> Result<Option<u64>> {
         Ok(self
-            .db
-            .get_pinned(usable_key(id))?
-            .is_some_and(|v| v.as_ref() == epoch.to_le_bytes()))
+            .db()
+            .get_pinned(usable_key(tree))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes)))
+    }
+
+    /// Whether every chunk under root tree `tree` is known usable: it was
+    /// marked so in the current epoch.
+    pub fn is_usable(&self, tree: &BlobId) -> Result<bool> {
+        let epoch = self.epoch()?;
+        Ok(self.usable_at(tree)? == Some(epoch))
     }
 
     /// The directory of this cache instance.
@@ -273,24 +378,23 @@ impl IndexCache {
 
     /// Where `id` is stored, if the cache knows it.
     pub fn get(&self, id: &BlobId) -> Result<Option<Location>> {
-        match self.db.get_pinned(blob_key(id))? {
-            Some(v) => Ok(Some(decode_location(id, &v)?)),
-            None => Ok(None),
-        }
+        get_in(&self.db(), id)
     }
 
     /// True when the cache knows `id`.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
         let k = blob_key(id);
-        if !self.db.key_may_exist(k) {
+        let db = self.db();
+        if !db.key_may_exist(k) {
             return Ok(false);
         }
-        Ok(self.db.get_pinned(k)?.is_some())
+        let found = db.get_pinned(k)?.is_some();
+        Ok(found)
     }
 
     /// The length of pack `id`, if the cache knows it.
     pub fn pack_length(&self, id: &PackId) -> Result<Option<u64>> {
-        match self.db.get_pinned(pack_key(id))? {
+        match self.db().get_pinned(pack_key(id))? {
             Some(v) => Ok(Some(decode_pack(&pack_key(id), &v)?.1)),
             None => Ok(None),
         }
@@ -298,7 +402,7 @@ impl IndexCache {
 
     /// True when the cache knows pack `id`.
     pub fn has_pack(&self, id: &PackId) -> Result<bool> {
-        Ok(self.db.get_pinned(pack_key(id))?.is_some())
+        Ok(self.db().get_pinned(pack_key(id))?.is_some())
     }
 
     /// Records the packs of one index file, then the file as absorbed. The
@@ -306,6 +410,7 @@ impl IndexCache {
     /// in memory and in the memtable); the absorbed marker goes last, so a
     /// process stopped half way absorbs the file again, which is harmless.
     pub fn add_index_file(&self, name: &str, packs: &[PackListing]) -> Result<()> {
+        let db = self.writable()?;
         let mut b = WriteBatch::default();
         let mut n = 0usize;
         let mut replaced = false;
@@ -316,8 +421,8 @@ impl IndexCache {
                 // The canonical copy of a blob stored twice is the one with
                 // the shorter chain: a whole copy never depends on a base
                 // that an interrupted prune may have deleted.
-                let old = if self.db.key_may_exist(blob_key(&e.id)) {
-                    self.get(&e.id)?
+                let old = if db.key_may_exist(blob_key(&e.id)) {
+                    get_in(&db, &e.id)?
                 } else {
                     None
                 };
@@ -333,7 +438,7 @@ impl IndexCache {
                         // batch as the first such change, never after it.
                         if !replaced {
                             replaced = true;
-                            b.put(EPOCH_KEY, (self.epoch()? + 1).to_le_bytes());
+                            b.put(EPOCH_KEY, (epoch_in(&db)? + 1).to_le_bytes());
                         }
                     }
                     b.put(blob_key(&e.id), &v);
@@ -341,21 +446,21 @@ impl IndexCache {
                 b.put(pack_blob_key(&p.id, &e.id), &v);
                 n += 1;
                 if n % WRITE_BATCH_BLOBS == 0 {
-                    self.db.write(std::mem::take(&mut b))?;
+                    db.write(std::mem::take(&mut b))?;
                 }
             }
         }
         let mut k = vec![b'i'];
         k.extend_from_slice(name.as_bytes());
         b.put(k, []);
-        self.db.write(b)?;
+        db.write(b)?;
         Ok(())
     }
 
     /// Names of the index files absorbed so far.
     pub fn seen_index_files(&self) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
-        for kv in self.db.prefix_iterator(b"i") {
+        for kv in self.db().prefix_iterator(b"i") {
             let (k, _) = kv?;
             if k.first() != Some(&b'i') {
                 break;
@@ -368,7 +473,7 @@ impl IndexCache {
     /// Every known pack and its length.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut out = Vec::new();
-        for kv in self.db.prefix_iterator(b"p") {
+        for kv in self.db().prefix_iterator(b"p") {
             let (k, v) = kv?;
             if k.first() != Some(&b'p') {
                 break;
@@ -384,13 +489,14 @@ impl IndexCache {
         &self,
         mut f: impl FnMut(PackId, u64, Vec<BlobEntry>) -> Result<()>,
     ) -> Result<()> {
-        for kv in self.db.prefix_iterator(b"p") {
+        let db = self.db();
+        for kv in db.prefix_iterator(b"p") {
             let (k, v) = kv?;
             if k.first() != Some(&b'p') {
                 break;
             }
             let (pack, length) = decode_pack(&k, &v)?;
-            let blobs = self.pack_blobs(&pack)?;
+            let blobs = pack_blobs_in(&db, &pack)?;
             f(pack, length, blobs)?;
         }
         Ok(())
@@ -398,7 +504,7 @@ impl IndexCache {
 
     /// Calls `f` with every pack and its length, without its blobs.
     pub fn for_each_pack_length(&self, mut f: impl FnMut(PackId, u64) -> Result<()>) -> Result<()> {
-        for kv in self.db.prefix_iterator(b"p") {
+        for kv in self.db().prefix_iterator(b"p") {
             let (k, v) = kv?;
             if k.first() != Some(&b'p') {
                 break;
@@ -411,28 +517,12 @@ impl IndexCache {
 
     /// Every blob entry of one pack, in offset order.
     pub fn pack_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
-        let mut prefix = vec![b'P'];
-        prefix.extend_from_slice(&pack.0);
-        let mut out = Vec::new();
-        for kv in self.db.prefix_iterator(&prefix) {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            if k.len() != 65 {
-                return Err(Error::Cache("malformed pack blob key".into()));
-            }
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&k[33..]);
-            out.push(decode_location(&BlobId(id), &v)?.entry);
-        }
-        out.sort_by_key(|e| e.offset);
-        Ok(out)
+        pack_blobs_in(&self.db(), pack)
     }
 
     /// Calls `f` with every known blob location.
     pub fn for_each_blob(&self, mut f: impl FnMut(Location) -> Result<()>) -> Result<()> {
-        for kv in self.db.prefix_iterator(b"b") {
+        for kv in self.db().prefix_iterator(b"b") {
             let (k, v) = kv?;
             if k.first() != Some(&b'b') {
                 break;
@@ -448,6 +538,72 @@ impl IndexCache {
     }
 }
 
+impl Drop for IndexCache {
+    /// A writable cache leaves its writes in table files, not in its log:
+    /// a read-only open replays the whole log every time (nothing flushes
+    /// it there), which for a cache just rebuilt from the index files is
+    /// megabytes. Best effort: a log left by a failed flush (or a crash) is
+    /// replayed, then flushed by the next writable open.
+    fn drop(&mut self) {
+        if self.writable.load(Ordering::Acquire) {
+            let _ = self.db.get_mut().flush();
+        }
+    }
+}
+
+/// Whether the database at `dir` has writes in a log (`*.log`, not yet in
+/// table files): left by a process that stopped before it flushed them.
+/// A read-only open would replay it every time; a writable one flushes it.
+fn has_log(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |rd| {
+        rd.flatten().any(|e| {
+            e.file_name().as_encoded_bytes().ends_with(b".log")
+                && e.metadata().map_or(true, |m| m.len() > 0)
+        })
+    })
+}
+
+/// The epoch recorded in `db` (see [`IndexCache::epoch`]).
+fn epoch_in(db: &DB) -> Result<u64> {
+    Ok(match db.get_pinned(EPOCH_KEY)? {
+        Some(v) => u64::from_le_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| Error::corrupt("index cache", "epoch is not 8 bytes"))?,
+        ),
+        None => 0,
+    })
+}
+
+/// Where `db` says blob `id` is stored.
+fn get_in(db: &DB, id: &BlobId) -> Result<Option<Location>> {
+    match db.get_pinned(blob_key(id))? {
+        Some(v) => Ok(Some(decode_location(id, &v)?)),
+        None => Ok(None),
+    }
+}
+
+/// Every blob entry of one pack in `db`, in offset order.
+fn pack_blobs_in(db: &DB, pack: &PackId) -> Result<Vec<BlobEntry>> {
+    let mut prefix = vec![b'P'];
+    prefix.extend_from_slice(&pack.0);
+    let mut out = Vec::new();
+    for kv in db.prefix_iterator(&prefix) {
+        let (k, v) = kv?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        if k.len() != 65 {
+            return Err(Error::Cache("malformed pack blob key".into()));
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&k[33..]);
+        out.push(decode_location(&BlobId(id), &v)?.entry);
+    }
+    out.sort_by_key(|e| e.offset);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,18 +612,18 @@ mod tests {
     fn small_table_files_left_by_each_command_do_not_pile_up() {
         let dir = tempfile::tempdir().unwrap();
         let repo = RepoId([1; 32]);
-        let files = |c: &IndexCache| c.db.live_files().unwrap().len();
+        let files = |c: &IndexCache| c.db().live_files().unwrap().len();
         let mut most = 0;
         for i in 0..200u8 {
             // One command: open, record a snapshot, close.
             let c = IndexCache::open(dir.path(), &repo).unwrap();
             most = most.max(files(&c));
-            c.mark_usable(&FileId([i; 32]), c.epoch().unwrap()).unwrap();
+            c.mark_usable(&BlobId([i; 32]), c.epoch().unwrap()).unwrap();
         }
         let c = IndexCache::open(dir.path(), &repo).unwrap();
         assert!(most <= MAX_TABLE_FILES + 1, "{most} table files at an open");
         for i in 0..200u8 {
-            assert!(c.is_usable(&FileId([i; 32])).unwrap());
+            assert!(c.is_usable(&BlobId([i; 32])).unwrap());
         }
     }
 
@@ -517,6 +673,167 @@ mod tests {
         assert!(c.seen_index_files().unwrap().is_empty());
     }
 
+    /// Names and sizes of the files in `dir`.
+    fn listing(dir: &Path) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn pack_of(p: u8, first_blob: u8, n: u8) -> PackListing {
+        PackListing {
+            id: FileId([p; 32]),
+            length: 100 * u64::from(n),
+            blobs: (0..n)
+                .map(|i| BlobEntry {
+                    kind: BlobKind::Data,
+                    id: BlobId([first_blob.wrapping_add(i); 32]),
+                    offset: 8 + 100 * u32::from(i),
+                    length: 100,
+                    raw_length: 60,
+                    delta: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_open_that_only_reads_writes_nothing_and_the_first_write_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoId([1; 32]);
+        {
+            let c = IndexCache::open(dir.path(), &repo).unwrap();
+            assert!(c.is_writable(), "a new cache is created writable");
+            c.add_index_file("one", &[pack_of(3, 10, 5)]).unwrap();
+            c.mark_usable(&BlobId([7; 32]), c.epoch().unwrap()).unwrap();
+        }
+        let db_dir = dir.path().join(repo.to_hex()).join("index.0");
+        // Closed writable: its writes are in table files, its log empty.
+        assert!(!has_log(&db_dir));
+        let before = listing(&db_dir);
+        {
+            let c = IndexCache::open(dir.path(), &repo).unwrap();
+            assert!(!c.is_writable());
+            assert_eq!(c.dir(), db_dir);
+            assert!(c.get(&BlobId([12; 32])).unwrap().is_some());
+            assert!(c.is_usable(&BlobId([7; 32])).unwrap());
+            // Marking what is marked already is no write.
+            c.mark_usable(&BlobId([7; 32]), c.epoch().unwrap()).unwrap();
+            assert!(!c.is_writable());
+        }
+        assert_eq!(listing(&db_dir), before, "a read-only open changed files");
+
+        // The first write reopens it writable, and what was read before
+        // and written after are both there, then and at the next open.
+        let c = IndexCache::open(dir.path(), &repo).unwrap();
+        assert!(!c.is_writable());
+        c.add_index_file("two", &[pack_of(4, 50, 5)]).unwrap();
+        assert!(c.is_writable());
+        for b in [10u8, 14, 50, 54] {
+            assert!(c.contains(&BlobId([b; 32])).unwrap(), "blob {b}");
+        }
+        drop(c);
+        let c = IndexCache::open(dir.path(), &repo).unwrap();
+        assert!(!c.is_writable());
+        assert_eq!(c.seen_index_files().unwrap().len(), 2);
+        assert_eq!(c.packs().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_log_left_unflushed_makes_the_next_open_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoId([1; 32]);
+        let c = IndexCache::open(dir.path(), &repo).unwrap();
+        c.add_index_file("one", &[pack_of(3, 10, 5)]).unwrap();
+        // As if the process had died: no flush at close.
+        c.writable.store(false, Ordering::Release);
+        drop(c);
+        let db_dir = dir.path().join(repo.to_hex()).join("index.0");
+        assert!(has_log(&db_dir));
+        let c = IndexCache::open(dir.path(), &repo).unwrap();
+        assert!(
+            c.is_writable(),
+            "replayed and flushed, not replayed read-only"
+        );
+        assert!(c.contains(&BlobId([11; 32])).unwrap());
+        drop(c);
+        assert!(!has_log(&db_dir));
+    }
+
+    #[test]
+    fn readers_on_many_threads_see_the_cache_through_the_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoId([1; 32]);
+        IndexCache::open(dir.path(), &repo)
+            .unwrap()
+            .add_index_file("one", &[pack_of(3, 0, 50)])
+            .unwrap();
+        let c = IndexCache::open(dir.path(), &repo).unwrap();
+        assert!(!c.is_writable());
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut reads = 0u64;
+                        while !stop.load(Ordering::Relaxed) || reads < 1000 {
+                            for b in 0..50u8 {
+                                assert!(c.get(&BlobId([b; 32])).unwrap().is_some());
+                                // Iteration holds the database meanwhile.
+                                if b == 0 {
+                                    c.for_each_pack(|_, _, blobs| {
+                                        assert!(!blobs.is_empty());
+                                        assert!(c.contains(&blobs[0].id).unwrap());
+                                        Ok(())
+                                    })
+                                    .unwrap();
+                                }
+                                reads += 1;
+                            }
+                        }
+                        reads
+                    })
+                })
+                .collect();
+            for i in 0..20u8 {
+                c.add_index_file(&format!("more-{i}"), &[pack_of(10 + i, 100 + i, 1)])
+                    .unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+            for r in readers {
+                assert!(r.join().unwrap() >= 1000);
+            }
+        });
+        assert!(c.is_writable());
+        assert_eq!(c.packs().unwrap().len(), 21);
+    }
+
+    #[test]
+    fn a_slot_is_held_by_its_lock_file_until_the_cache_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoId([1; 32]);
+        IndexCache::open(dir.path(), &repo).unwrap();
+        // Read-only opens take no RocksDB lock: the slot's lock file keeps
+        // a second instance out of it all the same.
+        let a = IndexCache::open(dir.path(), &repo).unwrap();
+        assert!(!a.is_writable());
+        let b = IndexCache::open(dir.path(), &repo).unwrap();
+        assert!(a.dir().ends_with("index.0"));
+        assert!(b.dir().ends_with("index.1"));
+        drop(a);
+        let c = IndexCache::open(dir.path(), &repo).unwrap();
+        assert!(c.dir().ends_with("index.0"));
+    }
+
     #[test]
     fn usable_marks_last_until_a_copy_changes_or_entries_go() {
         let dir = tempfile::tempdir().unwrap();
@@ -534,7 +851,7 @@ mod tests {
             length: 500,
             blobs,
         };
-        let snap: SnapshotId = FileId([7; 32]);
+        let snap = BlobId([7; 32]);
         c.add_index_file("one", &[pack(3, vec![whole(2, 8)])])
             .unwrap();
         let e0 = c.epoch().unwrap();

@@ -109,6 +109,32 @@ fn unchanged_files_are_taken_from_the_parent() {
     assert_eq!(out["summary"]["files_unchanged"], 9);
     assert_eq!(out["summary"]["bytes_read"], 0);
     assert_eq!(out["summary"]["blobs_added"], 0);
+    // Nothing changed, so the index cache is only read: a third backup
+    // leaves its files as they were (no log, manifest, options or table
+    // file written), and still takes every file from its parent.
+    let cache_files = || {
+        let mut v = Vec::new();
+        for repo_dir in std::fs::read_dir(e.cache()).unwrap() {
+            let db = repo_dir.unwrap().path().join("index.0");
+            for f in std::fs::read_dir(&db).unwrap() {
+                let f = f.unwrap();
+                let md = f.metadata().unwrap();
+                v.push((f.file_name(), md.len(), md.modified().unwrap()));
+            }
+        }
+        v.sort();
+        v
+    };
+    let before = cache_files();
+    assert!(before
+        .iter()
+        .any(|f| f.0.to_string_lossy().ends_with(".sst")));
+    let third: serde_json::Value =
+        serde_json::from_str(&e.ok(&["backup", src.to_str().unwrap(), "--account", "a", "--json"]))
+            .unwrap();
+    assert_eq!(third["summary"]["files_unchanged"], 9);
+    assert_eq!(third["summary"]["bytes_read"], 0);
+    assert_eq!(cache_files(), before);
     let forced: serde_json::Value = serde_json::from_str(&e.ok(&[
         "backup",
         src.to_str().unwrap(),

@@ -775,7 +775,7 @@ pub fn backup(
     // only if the epoch did not move meanwhile.
     let epoch = repo.cache().epoch()?;
     let parent_usable = match &parent {
-        Some((id, _)) => repo.cache().is_usable(id)?,
+        Some((_, s)) => repo.cache().is_usable(&s.tree)?,
         None => false,
     };
 
@@ -920,7 +920,7 @@ pub fn backup(
     // (Best effort: the snapshot is committed; a mark that cannot be
     // written only costs the next backup its lookups.)
     if repo.cache().epoch().is_ok_and(|e| e == epoch) {
-        let _ = repo.cache().mark_usable(&id, epoch);
+        let _ = repo.cache().mark_usable(&snapshot.tree, epoch);
     }
     Ok(BackupOutcome {
         id,
