@@ -181,16 +181,20 @@ impl IndexCache {
                 .write(true)
                 .open(&lock)
                 .map_err(|e| Error::io(&lock, e))?;
-            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    last = Some(format!("{} is held by another process", lock.display()));
-                    continue;
-                }
-                Err(e) => return Err(Error::io(&lock, e.into())),
-            }
+            // Without the lock file's claim (a file system that refuses
+            // `flock`), the database is opened writable at once, and
+            // RocksDB's own lock keeps other processes out, as before.
+            let claimed =
+                match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                    Ok(()) => true,
+                    Err(rustix::io::Errno::WOULDBLOCK) => {
+                        last = Some(format!("{} is held by another process", lock.display()));
+                        continue;
+                    }
+                    Err(_) => false,
+                };
             let dir = base.join(format!("index.{slot}"));
-            match Self::open_dir(&dir, repo, f) {
+            match Self::open_dir(&dir, repo, f, claimed) {
                 Ok(c) => return Ok(c),
                 // RocksDB's own lock: a process that does not take the
                 // slot's lock file (an older arca) has the database open.
@@ -221,10 +225,11 @@ impl IndexCache {
         Ok(o)
     }
 
-    fn open_dir(dir: &Path, repo: &RepoId, slot: File) -> Result<Self> {
-        // Read-only when there is a database: a damaged one, or none, is
-        // left to the writable open, which creates it or reports why not.
-        let ro = if dir.join("CURRENT").is_file() && !has_log(dir) {
+    fn open_dir(dir: &Path, repo: &RepoId, slot: File, claimed: bool) -> Result<Self> {
+        // Read-only when there is a database and the slot is claimed: a
+        // damaged database, or none, is left to the writable open, which
+        // creates it or reports why not.
+        let ro = if claimed && dir.join("CURRENT").is_file() && !has_log(dir) {
             DB::open_for_read_only(&Self::options()?, dir, false).ok()
         } else {
             None
