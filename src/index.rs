@@ -296,7 +296,7 @@ impl IndexCache {
 
     /// The database, reopened writable first if it is read-only. Must not
     /// be called while this thread holds [`Self::db`].
-    pub fn writable(&self) -> Result<RwLockReadGuard<'_, DB>> {
+    fn writable(&self) -> Result<RwLockReadGuard<'_, DB>> {
         if !self.writable.load(Ordering::Acquire) {
             let mut g = self.db.write();
             if !self.writable.load(Ordering::Acquire) {
