@@ -378,8 +378,16 @@ impl Repository {
         max: u64,
     ) -> Result<Vec<u8>> {
         let bytes = self.read_object_file(kind, name, max)?;
+        // Only the canonical (lower-case) name names the file.
         let id = FileId::from_hex(name)
-            .map_err(|_| Error::corrupt(format!("{} {name}", kind.dir()), "not a file name"))?;
+            .ok()
+            .filter(|id| id.to_hex() == name)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    format!("{} {name}", kind.dir()),
+                    "contents do not hash to the file name",
+                )
+            })?;
         self.open_object(kind, ty, &id, &bytes, max)
     }
 
@@ -466,9 +474,12 @@ impl Repository {
         let loaded = names
             .par_iter()
             .map(|l| {
-                let id = FileId::from_hex(l).map_err(|_| {
-                    Error::corrupt(format!("snapshots/{l}"), "not a snapshot file name")
-                })?;
+                let id = FileId::from_hex(l)
+                    .ok()
+                    .filter(|id| id.to_hex() == *l)
+                    .ok_or_else(|| {
+                        Error::corrupt(format!("snapshots/{l}"), "not a snapshot file name")
+                    })?;
                 if let Some(s) = cached
                     .get(&id)
                     .and_then(|b| self.open_snapshot(&id, b).ok())
