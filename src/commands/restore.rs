@@ -78,15 +78,19 @@ fn selection(path: &[Vec<u8>], includes: &[Vec<Vec<u8>>]) -> u8 {
     best
 }
 
-fn set_times(path: &Path, node: &Node) -> Result<()> {
-    let t = UNIX_EPOCH
+fn mtime_of(node: &Node) -> std::time::SystemTime {
+    UNIX_EPOCH
         .checked_add(Duration::new(node.mtime.max(0) as u64, node.mtime_nanos))
-        .unwrap_or(UNIX_EPOCH);
+        .unwrap_or(UNIX_EPOCH)
+}
+
+fn set_times(path: &Path, node: &Node) -> Result<()> {
     let f = File::options()
         .read(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    f.set_modified(t).map_err(|e| Error::io(path, e))
+    f.set_modified(mtime_of(node))
+        .map_err(|e| Error::io(path, e))
 }
 
 fn set_mode(path: &Path, node: &Node) -> Result<()> {
@@ -241,11 +245,12 @@ fn write_file(repo: &IndexedRepository, job: &FileJob, progress: &dyn Progress) 
     if total != job.node.size {
         f.set_len(total).map_err(|e| Error::io(&job.path, e))?;
     }
-    drop(f);
-    // Times before mode: a mode without read permission would stop a
-    // non-root user from opening the file again to set its time.
-    set_times(&job.path, &job.node)?;
-    set_mode(&job.path, &job.node)?;
+    // Through the open file, not its path: no second open, no lookups.
+    // Times before mode, whose permissions could forbid setting them.
+    f.set_modified(mtime_of(&job.node))
+        .map_err(|e| Error::io(&job.path, e))?;
+    f.set_permissions(fs::Permissions::from_mode(job.node.mode & 0o7777))
+        .map_err(|e| Error::io(&job.path, e))?;
     Ok(total)
 }
 
