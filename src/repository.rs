@@ -461,8 +461,10 @@ impl Repository {
     /// With a snapshot cache ([`Self::with_snapshot_cache`]), only the files
     /// it lacks are read from the repository. A cached file is verified as
     /// one read from the repository is (its hash is its name, it opens with
-    /// the key), else it is read again; the cache is then rewritten to hold
-    /// exactly the files listed, if that changed anything.
+    /// the key), else it is read again. Files read from the repository are
+    /// then added at the end of the cache; when cached files are gone from
+    /// the repository, or the cache needs repair, it is rewritten to hold
+    /// exactly the files listed.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let names = self.backend.names(FileKind::Snapshot)?;
         let cached = self
@@ -494,12 +496,24 @@ impl Repository {
             .collect::<Result<Vec<_>>>()?;
         if let Some(c) = &self.snapshot_cache {
             let hits = loaded.iter().filter(|x| x.2.is_none()).count();
-            // Anything read, or anything cached that is gone.
-            if hits < loaded.len() || hits < cached.len() {
+            // A cached file that did not open was read again.
+            let refused = loaded
+                .iter()
+                .any(|(id, _, fresh)| fresh.is_some() && cached.get(id).is_some());
+            if hits < cached.len() || refused || !cached.appendable() {
+                // Files gone from the repository, or a cache to repair:
+                // rewritten to hold exactly the files listed.
                 c.store(loaded.iter().filter_map(|(id, _, fresh)| {
                     let b = fresh.as_deref().or_else(|| cached.get(id))?;
                     Some((id, b))
                 }));
+            } else if hits < loaded.len() {
+                // Only new files: added at the end.
+                c.append(
+                    loaded
+                        .iter()
+                        .filter_map(|(id, _, fresh)| Some((id, fresh.as_deref()?))),
+                );
             }
         }
         let mut out: Vec<(SnapshotId, Snapshot)> =

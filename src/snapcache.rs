@@ -56,14 +56,36 @@ impl SnapshotCache {
         let _ = self.try_store(files);
     }
 
+    /// Adds `files` at the end of the cache in one write, leaving what is
+    /// there as it is: a listing that found only new snapshots writes those,
+    /// not the whole cache again. A record cut short by a crash, or two
+    /// appends interleaved, end the records a reader takes (each must hash
+    /// to its id), and the next listing then rewrites the cache.
+    pub fn append<'a>(&self, files: impl IntoIterator<Item = (&'a SnapshotId, &'a [u8])>) {
+        let _ = self.try_append(files);
+    }
+
+    fn try_append<'a>(
+        &self,
+        files: impl IntoIterator<Item = (&'a SnapshotId, &'a [u8])>,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
+        let records = encode(files);
+        // Without creating: a cache that is gone is written whole next time.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        f.write_all(&records[MAGIC.len()..])
+    }
+
     fn try_store<'a>(
         &self,
         files: impl IntoIterator<Item = (&'a SnapshotId, &'a [u8])>,
     ) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        // One writer per process; another process renames its own.
-        let tmp = dir.join(format!(".snapshots.{}.tmp", std::process::id()));
+        // Unique per process and call: concurrent writers rename their own.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".snapshots.{}.{n}.tmp", std::process::id()));
         let r =
             std::fs::write(&tmp, encode(files)).and_then(|()| std::fs::rename(&tmp, &self.path));
         if r.is_err() {
@@ -94,13 +116,20 @@ pub struct Cached {
     buf: Vec<u8>,
     /// Where each file's bytes are in `buf`.
     at: HashMap<SnapshotId, Range<usize>>,
+    /// Records read (more than `at` holds when an id repeats).
+    records: usize,
+    /// Whether every byte after the magic belonged to a good record.
+    whole: bool,
 }
 
 impl Cached {
-    /// The records of cache file `buf`, up to the first that is cut short
-    /// or larger than a snapshot file may be; none without the magic.
+    /// The records of cache file `buf`, up to the first that is cut short,
+    /// larger than a snapshot file may be, or whose bytes do not hash to
+    /// its id; none without the magic.
     pub fn parse(buf: Vec<u8>) -> Self {
         let mut at = HashMap::new();
+        let mut records = 0;
+        let mut whole = false;
         if buf.starts_with(MAGIC) {
             let mut pos = MAGIC.len();
             while buf.len() - pos >= 36 {
@@ -111,11 +140,27 @@ impl Cached {
                 if len as u64 > limits::MAX_SNAPSHOT_FILE || r.len() - 36 < len {
                     break;
                 }
+                if FileId::of(&r[36..36 + len]) != FileId(id) {
+                    break;
+                }
                 at.insert(FileId(id), pos + 36..pos + 36 + len);
+                records += 1;
                 pos += 36 + len;
             }
+            whole = pos == buf.len();
         }
-        Cached { buf, at }
+        Cached {
+            buf,
+            at,
+            records,
+            whole,
+        }
+    }
+
+    /// Whether new records may go at the end: the file read whole, every
+    /// record good, no id twice.
+    pub fn appendable(&self) -> bool {
+        self.whole && self.records == self.at.len()
     }
 
     /// The cached bytes of file `id`.
@@ -138,23 +183,42 @@ impl Cached {
 mod tests {
     use super::*;
 
-    fn id(b: u8) -> SnapshotId {
-        FileId([b; 32])
+    /// A cache record's id: the hash of its bytes, as in a repository.
+    fn id_of(bytes: &[u8]) -> SnapshotId {
+        FileId::of(bytes)
     }
 
     #[test]
     fn records_round_trip_and_a_cut_file_keeps_its_whole_records() {
-        let (a, b) = (id(1), id(2));
-        let enc = encode([(&a, &b"first"[..]), (&b, &b"second file"[..])]);
+        let (fa, fb) = (&b"first"[..], &b"second file"[..]);
+        let (a, b) = (id_of(fa), id_of(fb));
+        let enc = encode([(&a, fa), (&b, fb)]);
         let all = Cached::parse(enc.clone());
         assert_eq!(all.len(), 2);
-        assert_eq!(all.get(&a), Some(&b"first"[..]));
-        assert_eq!(all.get(&b), Some(&b"second file"[..]));
-        assert_eq!(all.get(&id(3)), None);
-        // Cut inside the second record: the first survives.
+        assert!(all.appendable());
+        assert_eq!(all.get(&a), Some(fa));
+        assert_eq!(all.get(&b), Some(fb));
+        assert_eq!(all.get(&id_of(b"third")), None);
+        // Cut inside the second record: the first survives, and the file
+        // is rewritten rather than appended to.
         let cut = Cached::parse(enc[..enc.len() - 3].to_vec());
         assert_eq!(cut.len(), 1);
-        assert_eq!(cut.get(&a), Some(&b"first"[..]));
+        assert_eq!(cut.get(&a), Some(fa));
+        assert!(!cut.appendable());
+        // A record whose bytes do not hash to its id ends the parse.
+        let mut bad = enc.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let p = Cached::parse(bad);
+        assert_eq!(p.len(), 1);
+        assert!(!p.appendable());
+        // An id twice (two processes appending the same file): readable,
+        // not appendable.
+        let mut twice = enc.clone();
+        twice.extend_from_slice(&encode([(&a, fa)])[MAGIC.len()..]);
+        let p = Cached::parse(twice);
+        assert_eq!(p.len(), 2);
+        assert!(!p.appendable());
         // No magic, or another version's: nothing.
         assert!(Cached::parse(enc[8..].to_vec()).is_empty());
         let mut other = enc.clone();
@@ -168,17 +232,26 @@ mod tests {
     }
 
     #[test]
-    fn store_replaces_the_file_and_load_reads_it_back() {
+    fn store_replaces_the_file_append_adds_to_it_and_load_reads_it_back() {
         let dir = tempfile::tempdir().unwrap();
         let c = SnapshotCache::new(dir.path(), &RepoId([7; 32]));
         assert!(c.load().is_empty(), "no file yet");
-        let (a, b) = (id(1), id(2));
-        c.store([(&a, &b"x"[..]), (&b, &b"y"[..])]);
+        let (fx, fy, fz) = (&b"x"[..], &b"y"[..], &b"z"[..]);
+        let (x, y, z) = (id_of(fx), id_of(fy), id_of(fz));
+        // Appending needs a cache to append to.
+        c.append([(&x, fx)]);
+        assert!(!c.path().exists());
+        c.store([(&x, fx), (&y, fy)]);
         assert_eq!(c.load().len(), 2);
-        c.store([(&b, &b"y"[..])]);
+        c.append([(&z, fz)]);
+        let now = c.load();
+        assert_eq!(now.len(), 3);
+        assert!(now.appendable());
+        assert_eq!(now.get(&z), Some(fz));
+        c.store([(&y, fy)]);
         let now = c.load();
         assert_eq!(now.len(), 1);
-        assert_eq!(now.get(&b), Some(&b"y"[..]));
+        assert_eq!(now.get(&y), Some(fy));
         assert!(c
             .path()
             .starts_with(dir.path().join(RepoId([7; 32]).to_hex())));

@@ -1208,10 +1208,19 @@ fn snapshot_files_are_read_from_the_local_cache_but_check_reads_the_repository()
     assert_eq!(ids.len(), 3);
     let cache = snapshot_cache_file(&e);
     let cached = std::fs::read(&cache).unwrap();
-    for id in &ids {
-        let raw = hex::decode(id).unwrap();
-        assert!(cached.windows(32).any(|w| w == raw), "{id} is cached");
-    }
+    // The cache holds exactly the repository's snapshot files, byte for
+    // byte (whatever their order in it).
+    let holds_exactly = |ids: &[String]| {
+        let c = arca::snapcache::Cached::parse(std::fs::read(&cache).unwrap());
+        assert_eq!(c.len(), ids.len());
+        for id in ids {
+            let file = std::fs::read(e.repo().join("snapshots").join(id)).unwrap();
+            let fid = arca::id::FileId::from_hex(id).unwrap();
+            assert_eq!(c.get(&fid), Some(&file[..]), "{id} cached as stored");
+        }
+        assert!(c.appendable());
+    };
+    holds_exactly(&ids);
 
     // A damaged file in the repository: listings take the cached copy
     // (it hashes to the file's name, so it is the file as written)...
@@ -1243,13 +1252,14 @@ fn snapshot_files_are_read_from_the_local_cache_but_check_reads_the_repository()
     bad[at] ^= 0x40;
     std::fs::write(&cache, &bad).unwrap();
     assert_eq!(listed_ids(&e), ids);
-    assert_eq!(std::fs::read(&cache).unwrap(), cached, "cache repaired");
+    holds_exactly(&ids);
     // So is a cache cut short, or one that is not a cache at all.
     std::fs::write(&cache, &cached[..cached.len() / 2]).unwrap();
     assert_eq!(listed_ids(&e), ids);
+    holds_exactly(&ids);
     std::fs::write(&cache, b"junk").unwrap();
     assert_eq!(listed_ids(&e), ids);
-    assert_eq!(std::fs::read(&cache).unwrap(), cached);
+    holds_exactly(&ids);
 
     // A snapshot forgotten (here by another client: its file is simply
     // gone) leaves the listing and the cache.
@@ -1262,4 +1272,18 @@ fn snapshot_files_are_read_from_the_local_cache_but_check_reads_the_repository()
         "forgotten id left the cache"
     );
     assert!(after.len() < cached.len());
+    holds_exactly(&ids[1..]);
+
+    // A new snapshot is added at the end of the cache: nothing before it
+    // is written again.
+    std::fs::write(src.join("orders.csv"), "id,total\n9,10\n").unwrap();
+    backup_at(&e, &src, "2024-03-04 02:00:00");
+    let now = listed_ids(&e);
+    assert_eq!(now.len(), 3);
+    let grown = std::fs::read(&cache).unwrap();
+    assert!(
+        grown.len() > after.len() && grown.starts_with(&after),
+        "appended"
+    );
+    holds_exactly(&now);
 }

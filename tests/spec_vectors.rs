@@ -437,7 +437,7 @@ fn compute() -> BTreeMap<String, String> {
     assert!(arca::keycache::parse(&entry, b"hello arca").is_some());
     put("key-cache-entry", &entry);
     // §12.2 snapshot cache file.
-    let sid = arca::id::FileId([0x11; 32]);
+    let sid = arca::id::FileId::of(b"hello");
     put(
         "snapshot-cache-file",
         &arca::snapcache::encode([(&sid, &b"hello"[..])]),
