@@ -125,12 +125,40 @@ impl Repository {
         opts: &InitOptions,
         key_cache_ttl: u64,
     ) -> Result<Self> {
+        Self::init_with(
+            backend,
+            password,
+            opts,
+            key_cache_ttl,
+            MasterSecrets::generate()?,
+        )
+    }
+
+    /// [`Self::init`] with given master secrets instead of random ones, so
+    /// that a test's chunk boundaries (the gear table comes from the keys)
+    /// are the same every run. Not for repositories that hold data.
+    #[doc(hidden)]
+    pub fn init_with_master(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+        master: MasterSecrets,
+    ) -> Result<Self> {
+        Self::init_with(backend, password, opts, 0, master)
+    }
+
+    fn init_with(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+        key_cache_ttl: u64,
+        master: MasterSecrets,
+    ) -> Result<Self> {
         if !backend.list(FileKind::Config)?.is_empty() {
             return Err(Error::AlreadyExists(backend.location()));
         }
         opts.chunker.validate()?;
         backend.create()?;
-        let master = MasterSecrets::generate()?;
         let mut id = [0u8; 32];
         crate::crypto::fill_random(&mut id)?;
         let mut config = Config::new(RepoId(id));

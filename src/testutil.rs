@@ -40,6 +40,28 @@ pub const SMALL_CHUNKS: crate::format::config::ChunkerParams =
         ..crate::format::config::ChunkerParams::DEFAULT
     };
 
+/// [`small_chunk_repo`] whose keys (and so chunk boundaries) are fixed by
+/// `seed`: the same layout every run, for tests that assert on it.
+pub fn seeded_small_chunk_repo(
+    cache_dir: &std::path::Path,
+    seed: u8,
+) -> crate::Result<crate::repository::IndexedRepository> {
+    let opts = crate::repository::InitOptions {
+        chunker: SMALL_CHUNKS,
+        kdf: crate::crypto::KdfParams::CHEAPEST,
+        ..crate::repository::InitOptions::default()
+    };
+    let master = crate::crypto::MasterSecrets::from_bytes(
+        &(0..96u8)
+            .map(|i| i.wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<u8>>(),
+    )?;
+    let backend: std::sync::Arc<dyn crate::backend::Backend> =
+        std::sync::Arc::new(crate::backend::MemoryBackend::new());
+    crate::repository::Repository::init_with_master(backend, b"pw", &opts, master)?
+        .open_index(cache_dir)
+}
+
 /// [`memory_repo`] with [`SMALL_CHUNKS`].
 pub fn small_chunk_repo(
     cache_dir: &std::path::Path,

@@ -610,7 +610,8 @@ fn matched(d: &mut TableDiff, mut a: Side, mut b: Side, found: &mut Vec<(u32, u8
 mod tests {
     use super::*;
     use crate::testutil::{
-        backup_tree as snap_dir, csv_row_changes as reference, small_chunk_repo,
+        backup_tree as snap_dir, csv_row_changes as reference, seeded_small_chunk_repo,
+        small_chunk_repo,
     };
 
     fn snap(repo: &IndexedRepository, dir: &std::path::Path, table: &[u8]) -> BlobId {
@@ -631,7 +632,10 @@ mod tests {
     #[test]
     fn rows_added_removed_changed_and_moved() {
         let tmp = tempfile::tempdir().unwrap();
-        let repo = small_chunk_repo(&tmp.path().join("cache")).unwrap();
+        // Fixed keys, so fixed chunk boundaries: how many rows sit in
+        // chunks both versions share depends on them (with random keys,
+        // 1,574 to 6,348 of the 10,000 rows were compared over 120 runs).
+        let repo = seeded_small_chunk_repo(&tmp.path().join("cache"), 1).unwrap();
         let mut a = String::from("id,name,qty,note\n");
         for id in 1..=5000 {
             a.push_str(&row(id, id % 7));
