@@ -457,6 +457,15 @@ impl Repository {
         open_file(&self.keys.file, ty, bytes, &what())
     }
 
+    /// Opens and decodes snapshot file `id` from bytes already known to be
+    /// at most the snapshot file limit and to hash to `id` (a snapshot
+    /// cache record, checked as the cache was read).
+    fn open_snapshot_checked(&self, id: &SnapshotId, bytes: &[u8]) -> Result<Snapshot> {
+        let what = format!("{} {id}", FileKind::Snapshot.dir());
+        let body = open_file(&self.keys.file, ObjectType::Snapshot, bytes, &what)?;
+        Snapshot::decode(&body, &format!("snapshot {id}"))
+    }
+
     /// Seals and writes a file object named by its hash; returns the name.
     pub fn write_object(&self, kind: FileKind, ty: ObjectType, body: &[u8]) -> Result<FileId> {
         let bytes = seal_file(&self.keys.file, ty, body)?;
@@ -510,9 +519,11 @@ impl Repository {
                     .ok_or_else(|| {
                         Error::corrupt(format!("snapshots/{l}"), "not a snapshot file name")
                     })?;
+                // Records are checked against their id (and the size limit)
+                // as the cache is read: only the key is left to check.
                 if let Some(s) = cached
                     .get(&id)
-                    .and_then(|b| self.open_snapshot(&id, b).ok())
+                    .and_then(|b| self.open_snapshot_checked(&id, b).ok())
                 {
                     return Ok((id, s, None));
                 }
