@@ -135,6 +135,49 @@ fn is_storage_full(e: &std::io::Error) -> bool {
 
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
-        Error::Cache(e.into_string())
+        cache_error(e.into_string())
+    }
+}
+
+/// An error of the index cache's database: a full device is
+/// [`Error::StorageFull`] (exit 15), naming the file when RocksDB's message
+/// does ("IO error: No space left on device: While appending to file:
+/// PATH: No space left on device").
+fn cache_error(msg: String) -> Error {
+    const FULL: [&str; 2] = ["No space left on device", "Disk quota exceeded"];
+    if !FULL.iter().any(|f| msg.contains(f)) {
+        return Error::Cache(msg);
+    }
+    let file = msg
+        .split_once("file: ")
+        .and_then(|(_, rest)| rest.rsplit_once(": "))
+        .map(|(path, _)| path);
+    Error::StorageFull(match file {
+        Some(path) => format!("the index cache ({path})"),
+        None => "the index cache".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_device_under_the_cache_is_storage_full() {
+        let e = cache_error(
+            "IO error: No space left on device: While appending to file: \
+             /c/index.0/000004.log: No space left on device"
+                .into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "storage full while writing the index cache (/c/index.0/000004.log)"
+        );
+        assert_eq!(e.exit_code(), exit::STORAGE_FULL);
+        let e = cache_error("IO error: Disk quota exceeded".into());
+        assert_eq!(e.to_string(), "storage full while writing the index cache");
+        let e = cache_error("Corruption: bad block".into());
+        assert!(matches!(e, Error::Cache(_)));
+        assert_ne!(e.exit_code(), exit::STORAGE_FULL);
     }
 }

@@ -214,6 +214,11 @@ impl IndexCache {
         o.create_if_missing(true);
         o.set_max_open_files(256);
         o.set_keep_log_file_num(2);
+        // RocksDB's own text log: only the lines it writes at open. Debian's
+        // build keeps assertions, and once a write to that log failed (a
+        // full device) the next line logged, at close, aborted the process
+        // instead of letting the error through as exit 15.
+        o.set_log_level(rocksdb::LogLevel::Header);
         // Memory caps, whatever the repository's size: a 4 MiB memtable
         // (entries are ~80 bytes: 50,000 per flush) and a 4 MiB block cache.
         o.set_write_buffer_size(4 << 20);
