@@ -63,6 +63,9 @@ pub struct IndexCache {
     /// This process's claim on the slot: an exclusive `flock` on
     /// `index.<slot>.lock`, held as long as the cache is open.
     _slot: File,
+    /// Why the database was found damaged at open and made anew (to be
+    /// filled from the repository's index files).
+    rebuilt: Option<String>,
 }
 
 fn blob_key(id: &BlobId) -> [u8; 33] {
@@ -163,6 +166,18 @@ fn decode_pack(k: &[u8], v: &[u8]) -> Result<(PackId, u64)> {
     Ok((FileId(id), u64::from_le_bytes(l)))
 }
 
+/// Whether RocksDB refused to open a database because it is damaged (a
+/// corrupt or cut file, a table file gone), rather than because another
+/// process holds it or the device is full: a cache in that state is made
+/// anew.
+fn damaged(e: &rocksdb::Error) -> bool {
+    match e.kind() {
+        rocksdb::ErrorKind::Corruption => true,
+        rocksdb::ErrorKind::IOError => e.as_ref().contains("No such file or directory"),
+        _ => false,
+    }
+}
+
 /// Table files the cache may have at open before they are merged.
 const MAX_TABLE_FILES: usize = 64;
 
@@ -245,14 +260,25 @@ impl IndexCache {
                 writable: AtomicBool::new(false),
                 dir: dir.to_path_buf(),
                 _slot: slot,
+                rebuilt: None,
             },
             None => {
-                let db = Self::open_writable(dir)?;
+                let (db, rebuilt) = match Self::open_writable(dir, &Self::options()?) {
+                    Ok(db) => (db, None),
+                    Err(e) if damaged(&e) => {
+                        // A cache, rebuilt from the repository: what it
+                        // held is not lost, only the time to read it again.
+                        std::fs::remove_dir_all(dir).map_err(|io| Error::io(dir, io))?;
+                        (DB::open(&Self::options()?, dir)?, Some(e.into_string()))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 IndexCache {
                     db: RwLock::new(db),
                     writable: AtomicBool::new(true),
                     dir: dir.to_path_buf(),
                     _slot: slot,
+                    rebuilt,
                 }
             }
         };
@@ -264,7 +290,9 @@ impl IndexCache {
         if ok {
             return Ok(cache);
         }
-        let cache = cache.wipe()?;
+        let rebuilt = cache.rebuilt.clone();
+        let mut cache = cache.wipe()?;
+        cache.rebuilt = rebuilt;
         {
             let db = cache.db();
             db.put(b"mrepo", repo.0)?;
@@ -275,8 +303,8 @@ impl IndexCache {
 
     /// Opens the database at `dir` for writing, merging its table files
     /// first if they piled up.
-    fn open_writable(dir: &Path) -> Result<DB> {
-        let db = DB::open(&Self::options()?, dir)?;
+    fn open_writable(dir: &Path, options: &Options) -> std::result::Result<DB, rocksdb::Error> {
+        let db = DB::open(options, dir)?;
         // Each command that writes leaves a small table file behind (its
         // log, flushed when the next writable open replays it), and RocksDB
         // moves such files down a level without merging them, so they pile
@@ -307,12 +335,18 @@ impl IndexCache {
             if !self.writable.load(Ordering::Acquire) {
                 // The read-only instance stays open (and usable) until the
                 // writable one is: a failed reopen leaves the cache as it was.
-                let rw = Self::open_writable(&self.dir)?;
+                let rw = Self::open_writable(&self.dir, &Self::options()?)?;
                 drop(std::mem::replace(&mut *g, rw));
                 self.writable.store(true, Ordering::Release);
             }
         }
         Ok(self.db())
+    }
+
+    /// Why the database was found damaged at open and made anew, if it
+    /// was: the repository's index files fill it again.
+    pub fn rebuilt(&self) -> Option<&str> {
+        self.rebuilt.as_deref()
     }
 
     /// Whether the database is open writable (it is after the first write).
@@ -335,6 +369,7 @@ impl IndexCache {
             writable: AtomicBool::new(true),
             dir,
             _slot: slot,
+            rebuilt: None,
         })
     }
 
@@ -634,6 +669,74 @@ mod tests {
         assert!(most <= MAX_TABLE_FILES + 1, "{most} table files at an open");
         for i in 0..200u8 {
             assert!(c.is_usable(&BlobId([i; 32])).unwrap());
+        }
+    }
+
+    /// A cache RocksDB cannot open because it is damaged is made anew
+    /// (empty, bound to the repository, saying why); one held by another
+    /// instance is not touched.
+    #[test]
+    fn a_damaged_cache_is_made_anew_and_says_why() {
+        type Damage = fn(&Path);
+        let damages: [(&str, Damage); 4] = [
+            ("CURRENT garbled", |d| {
+                std::fs::write(d.join("CURRENT"), "junk\n").unwrap()
+            }),
+            ("CURRENT gone", |d| {
+                std::fs::remove_file(d.join("CURRENT")).unwrap()
+            }),
+            ("table files cut", |d| {
+                for f in std::fs::read_dir(d).unwrap() {
+                    let p = f.unwrap().path();
+                    if p.extension().is_some_and(|x| x == "sst") {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&p)
+                            .unwrap()
+                            .set_len(100)
+                            .unwrap();
+                    }
+                }
+            }),
+            ("manifest cut", |d| {
+                for f in std::fs::read_dir(d).unwrap() {
+                    let p = f.unwrap().path();
+                    if p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("MANIFEST-")
+                    {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&p)
+                            .unwrap()
+                            .set_len(10)
+                            .unwrap();
+                    }
+                }
+            }),
+        ];
+        let repo = RepoId([1; 32]);
+        let mark = BlobId([7; 32]);
+        for (what, damage) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let c = IndexCache::open(dir.path(), &repo).unwrap();
+                assert!(c.rebuilt().is_none());
+                c.mark_usable(&mark, c.epoch().unwrap()).unwrap();
+                // Flushed into a table file, with a log left too.
+                c.writable().unwrap().flush().unwrap();
+                c.mark_usable(&BlobId([8; 32]), c.epoch().unwrap()).unwrap();
+            }
+            let slot = dir.path().join(repo.to_hex()).join("index.0");
+            damage(&slot);
+            let c = IndexCache::open(dir.path(), &repo).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(c.rebuilt().is_some(), "{what}: opened as it was");
+            assert!(!c.is_usable(&mark).unwrap(), "{what}: entries survived");
+            drop(c);
+            // Reopened sound: nothing to say.
+            let c = IndexCache::open(dir.path(), &repo).unwrap();
+            assert!(c.rebuilt().is_none(), "{what}");
         }
     }
 

@@ -919,7 +919,13 @@ fn report_peak_rss() {
 
 fn indexed(cli: &Cli, repo: Repository) -> CliResult<IndexedRepository> {
     reset_peak_rss();
-    Ok(repo.open_index(&cache_root(cli))?)
+    let r = repo.open_index(&cache_root(cli))?;
+    if let Some(why) = r.cache().rebuilt() {
+        errln!(
+            "warning: the local index cache was damaged ({why}); it was made anew from the repository's index files"
+        );
+    }
+    Ok(r)
 }
 
 /// Opens the repository and its index under a shared lock named `what`,

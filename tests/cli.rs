@@ -1443,3 +1443,38 @@ fn a_full_disk_is_exit_15_and_loses_nothing_committed() {
         same_tree(&e.path(src), &out);
     }
 }
+
+/// A damaged index cache is a cache: the command says so, makes it anew
+/// from the repository's index files and goes on.
+#[test]
+fn a_damaged_index_cache_is_rebuilt_with_a_warning() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    backup_day(&e, &src, 0, 0.02);
+    let slots: Vec<std::path::PathBuf> = std::fs::read_dir(e.cache())
+        .unwrap()
+        .map(|d| d.unwrap().path().join("index.0"))
+        .filter(|p| p.join("CURRENT").is_file())
+        .collect();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    std::fs::write(slots[0].join("CURRENT"), "junk\n").unwrap();
+    let out = e.path("out");
+    let o = e.run(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "warning: the local index cache was damaged (Corruption: CURRENT file corrupted)"
+        ),
+        "{err}"
+    );
+    same_tree(&src, &out);
+    // Made anew once: the next command finds it sound and reuses it.
+    let o = e.run(&["backup", src.to_str().unwrap(), "--account", "acme"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("damaged"), "{err}");
+    let said = format!("{}{err}", String::from_utf8_lossy(&o.stdout));
+    assert!(said.contains("(0 new, 0 changed,"), "{said}");
+}
