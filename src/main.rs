@@ -871,8 +871,25 @@ fn open(cli: &Cli) -> CliResult<Repository> {
     let pw = password(cli)?;
     Ok(
         Repository::open_cached(b, pw.bytes(), key_cache_ttl(cli, &pw))?
-            .with_snapshot_cache(&cache_root(cli)),
+            .with_snapshot_cache(&cache_root(cli))
+            .with_damage_report(damage_warning()),
     )
+}
+
+/// Warns once per file of each damaged snapshot file a listing leaves out.
+fn damage_warning() -> arca::repository::DamageReport {
+    let told = std::sync::Mutex::new(std::collections::HashSet::new());
+    Arc::new(move |name: &str, e: &arca::Error| {
+        let first = told
+            .lock()
+            .map(|mut t| t.insert(name.to_string()))
+            .unwrap_or(true);
+        if first {
+            errln!(
+                "warning: snapshot file snapshots/{name} is damaged and left out ({e}); `arca check` reports it, and prune refuses to run until it is restored or removed"
+            );
+        }
+    })
 }
 
 /// `--cache-dir`, else the default cache root.

@@ -77,7 +77,13 @@ pub struct Repository {
     key_from_cache: bool,
     /// Where snapshot files are cached locally, if anywhere.
     snapshot_cache: Option<SnapshotCache>,
+    /// Told of each damaged snapshot file a listing leaves out.
+    damage_report: Option<DamageReport>,
 }
+
+/// Told the name of a snapshot file that [`Repository::snapshots`] left
+/// out, and what is wrong with it.
+pub type DamageReport = Arc<dyn Fn(&str, &Error) + Send + Sync>;
 
 fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
@@ -194,6 +200,7 @@ impl Repository {
             chunker,
             key_from_cache: false,
             snapshot_cache: None,
+            damage_report: None,
         })
     }
 
@@ -282,6 +289,7 @@ impl Repository {
             chunker,
             key_from_cache,
             snapshot_cache: None,
+            damage_report: None,
         })
     }
 
@@ -289,6 +297,12 @@ impl Repository {
     /// ([`SnapshotCache`]), which [`Self::snapshots`] reads first.
     pub fn with_snapshot_cache(mut self, root: &Path) -> Self {
         self.snapshot_cache = Some(SnapshotCache::new(root, &self.config.id));
+        self
+    }
+
+    /// Tells `report` of every damaged snapshot file a listing leaves out.
+    pub fn with_damage_report(mut self, report: DamageReport) -> Self {
+        self.damage_report = Some(report);
         self
     }
 
@@ -502,15 +516,45 @@ impl Repository {
     /// then added at the end of the cache; when cached files are gone from
     /// the repository, or the cache needs repair, it is rewritten to hold
     /// exactly the files listed.
+    ///
+    /// A damaged snapshot file (one that does not authenticate or parse) is
+    /// left out and told to the [damage report](Self::with_damage_report):
+    /// one bad file must not stop every backup and restore. A file gone
+    /// since the directory was listed (a concurrent `forget`) is left out
+    /// too. Any other error fails the listing. Whoever must see every
+    /// snapshot (prune, copy) uses [`Self::snapshots_strict`].
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (out, damaged) = self.list_snapshots()?;
+        if let Some(report) = &self.damage_report {
+            for (name, e) in &damaged {
+                report(name, e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::snapshots`], failing on the first damaged snapshot file.
+    pub fn snapshots_strict(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (out, mut damaged) = self.list_snapshots()?;
+        match damaged.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// The snapshots that read, and the damaged files left out (name and
+    /// error).
+    #[allow(clippy::type_complexity)]
+    fn list_snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, Error)>)> {
         let names = self.backend.names(FileKind::Snapshot)?;
         let cached = self
             .snapshot_cache
             .as_ref()
             .map(SnapshotCache::load)
             .unwrap_or_default();
-        // (id, snapshot, the file when it was read from the repository)
-        let loaded = names
+        // (id, snapshot, the file when it was read from the repository);
+        // None for a file gone since the listing.
+        let results: Vec<Result<Option<(SnapshotId, Snapshot, Option<Vec<u8>>)>>> = names
             .par_iter()
             .map(|l| {
                 let id = FileId::from_hex(l)
@@ -525,14 +569,28 @@ impl Repository {
                     .get(&id)
                     .and_then(|b| self.open_snapshot_checked(&id, b).ok())
                 {
-                    return Ok((id, s, None));
+                    return Ok(Some((id, s, None)));
                 }
                 let bytes =
-                    self.read_object_file(FileKind::Snapshot, l, limits::MAX_SNAPSHOT_FILE)?;
+                    match self.read_object_file(FileKind::Snapshot, l, limits::MAX_SNAPSHOT_FILE) {
+                        Ok(b) => b,
+                        Err(e) if crate::backend::is_not_found(&e) => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
                 let s = self.open_snapshot(&id, &bytes)?;
-                Ok((id, s, Some(bytes)))
+                Ok(Some((id, s, Some(bytes))))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
+        let mut loaded = Vec::with_capacity(results.len());
+        let mut damaged = Vec::new();
+        for (name, r) in names.iter().zip(results) {
+            match r {
+                Ok(Some(x)) => loaded.push(x),
+                Ok(None) => {}
+                Err(e @ Error::Corrupt { .. }) => damaged.push((name.clone(), e)),
+                Err(e) => return Err(e),
+            }
+        }
         if let Some(c) = &self.snapshot_cache {
             let hits = loaded.iter().filter(|x| x.2.is_none()).count();
             // A cached file that did not open was read again.
@@ -558,7 +616,7 @@ impl Repository {
         let mut out: Vec<(SnapshotId, Snapshot)> =
             loaded.into_iter().map(|(id, s, _)| (id, s)).collect();
         out.sort_by_key(|(id, s)| (s.time, s.nanos, *id));
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Resolves "latest" (optionally within an account), "latest~N" (the
@@ -1046,6 +1104,71 @@ mod tests {
         assert_eq!(file.len(), 5);
         assert!(file.get(&ids[0]).is_none());
         assert_eq!(cached.snapshots().unwrap(), repo.snapshots().unwrap());
+    }
+
+    /// A damaged snapshot file is left out of the listing and told to the
+    /// damage report, with or without the cache; the strict listing fails
+    /// on it.
+    #[test]
+    fn a_damaged_snapshot_file_is_left_out_and_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(crate::backend::MemoryBackend::new());
+        let opts = InitOptions {
+            kdf: KdfParams::CHEAPEST,
+            ..InitOptions::default()
+        };
+        let backend: Arc<dyn Backend> = Arc::clone(&mem) as Arc<dyn Backend>;
+        let told = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let report: DamageReport = {
+            let told = Arc::clone(&told);
+            Arc::new(move |name: &str, e: &Error| {
+                assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+                told.lock().unwrap().push(name.to_string());
+            })
+        };
+        let plain = Repository::init(Arc::clone(&backend), b"pw", &opts)
+            .unwrap()
+            .with_damage_report(Arc::clone(&report));
+        let cached = Repository::open(Arc::clone(&backend), b"pw")
+            .unwrap()
+            .with_snapshot_cache(dir.path())
+            .with_damage_report(report);
+        let ids: Vec<SnapshotId> = (0..3)
+            .map(|t| {
+                plain
+                    .write_object(
+                        FileKind::Snapshot,
+                        ObjectType::Snapshot,
+                        &bare_snapshot(1_700_000_000 + t).encode(),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        // The newest one damaged before any listing cached it.
+        let bad = ids[2].to_hex();
+        let mut bytes = backend.read(FileKind::Snapshot, &bad).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        backend.remove(FileKind::Snapshot, &bad).unwrap();
+        backend.write(FileKind::Snapshot, &bad, &bytes).unwrap();
+        for repo in [&plain, &cached] {
+            let listed: Vec<SnapshotId> =
+                repo.snapshots().unwrap().into_iter().map(|x| x.0).collect();
+            assert_eq!(listed, ids[..2]);
+            assert!(matches!(
+                repo.snapshots_strict(),
+                Err(Error::Corrupt { .. })
+            ));
+            let (latest, _) = repo.find_snapshot("latest", None).unwrap();
+            assert_eq!(latest, ids[1], "latest among the snapshots that read");
+        }
+        assert!(told.lock().unwrap().iter().all(|n| *n == bad));
+        assert!(told.lock().unwrap().len() >= 2);
+        // Removed: a sound repository again, for both listings.
+        backend.remove(FileKind::Snapshot, &bad).unwrap();
+        for repo in [&plain, &cached] {
+            assert_eq!(repo.snapshots_strict().unwrap().len(), 2);
+        }
     }
 
     /// `rows` CSV rows; rows `r` with `r % 97 == edit % 97` carry `edit`.

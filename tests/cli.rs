@@ -1478,3 +1478,91 @@ fn a_damaged_index_cache_is_rebuilt_with_a_warning() {
     let said = format!("{}{err}", String::from_utf8_lossy(&o.stdout));
     assert!(said.contains("(0 new, 0 changed,"), "{said}");
 }
+
+/// One damaged snapshot file stops neither listings nor backups nor
+/// restores (each warns and leaves it out), but `check` reports it and
+/// `prune` refuses to run until it is restored or removed.
+#[test]
+fn a_damaged_snapshot_file_is_left_out_with_a_warning_and_blocks_only_prune() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    for day in 0..3 {
+        backup_day(&e, &src, day, 0.02);
+    }
+    // The newest snapshot's file, damaged in the repository and not in
+    // the local snapshot cache (dropped), as on a machine that has not
+    // listed it yet.
+    let snaps = e.snapshots_json();
+    assert_eq!(snaps.len(), 3);
+    let newest = snaps[2]["id"].as_str().unwrap().to_string();
+    let file = e.repo().join("snapshots").join(&newest);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    for d in std::fs::read_dir(e.cache()).unwrap() {
+        let _ = std::fs::remove_file(d.unwrap().path().join("snapshots"));
+    }
+    let warned = |o: &std::process::Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            err.contains(&format!(
+                "warning: snapshot file snapshots/{newest} is damaged"
+            )),
+            "{err}"
+        );
+    };
+    let o = e.run(&["snapshots", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    warned(&o);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed.len(), 2);
+    // restore latest: the newest snapshot that reads (day 1).
+    let out = e.path("out");
+    let o = e.run(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    warned(&o);
+    let day1 = e.path("day1");
+    gen(&day1, 1, 0.02);
+    same_tree(&day1, &out);
+    // A backup goes on.
+    let o = e.run(&["backup", src.to_str().unwrap(), "--account", "acme"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    warned(&o);
+    // check names the file; prune refuses.
+    let o = e.run(&["check"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&newest)
+            || String::from_utf8_lossy(&o.stderr).contains(&newest)
+    );
+    let o = e.run(&["prune"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(14), "{err}");
+    assert!(
+        err.contains(&newest) && err.contains("prune does not run while a snapshot does not read"),
+        "{err}"
+    );
+    // Removed: all is well again.
+    std::fs::remove_file(&file).unwrap();
+    let o = e.run(&["prune"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("damaged"));
+    e.ok(&["check"]);
+}

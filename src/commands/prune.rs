@@ -146,7 +146,19 @@ fn within_budget(candidates: &mut [Candidate], budget: Option<u64>) -> Vec<bool>
 /// go on if a snapshot needs a blob the index lacks: pruning a damaged
 /// repository could delete what repair would need.
 fn mark(repo: &IndexedRepository, marks: &mut MarkSet, progress: &dyn Progress) -> Result<u64> {
-    let snaps = repo.snapshots()?;
+    // Every snapshot, or none: a snapshot file that does not read could
+    // need blobs that nothing else marks.
+    let snaps = repo.snapshots_strict().map_err(|e| match e {
+        Error::Corrupt { what, reason } => Error::Corrupt {
+            what,
+            reason: format!(
+                "{reason}; prune does not run while a snapshot does not read, since it \
+                 could delete what that snapshot needs (run `arca check`, then restore \
+                 the file from a copy or remove it)"
+            ),
+        },
+        other => other,
+    })?;
     progress.message("marking");
     progress.set_total(snaps.len() as u64);
     for (sid, s) in &snaps {
