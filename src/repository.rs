@@ -877,14 +877,29 @@ impl IndexedRepository {
         Ok(base.unwrap_or(0..0))
     }
 
-    /// The sealed bytes of the blob at `loc`, as stored.
+    /// The sealed bytes of the blob at `loc`, as stored. A pack the index
+    /// lists but the repository lacks is damage (exit 14), not an I/O
+    /// error.
     pub fn read_sealed(&self, loc: &Location) -> Result<Vec<u8>> {
-        self.repo.backend.read_range(
-            FileKind::Pack,
-            &loc.pack.to_hex(),
-            u64::from(loc.entry.offset),
-            u64::from(loc.entry.length),
-        )
+        self.repo
+            .backend
+            .read_range(
+                FileKind::Pack,
+                &loc.pack.to_hex(),
+                u64::from(loc.entry.offset),
+                u64::from(loc.entry.length),
+            )
+            .map_err(|e| {
+                if crate::backend::is_not_found(&e) {
+                    Error::corrupt(
+                        format!("pack {}", loc.pack),
+                        "listed in the index but missing from the repository (`arca check` \
+                         names what needs it; `arca repair index` drops it from the index)",
+                    )
+                } else {
+                    e
+                }
+            })
     }
 
     /// Opens and verifies the sealed bytes of the blob at `loc`, reading

@@ -436,6 +436,31 @@ fn flipped_byte_is_found_by_read_data_and_named() {
     );
 }
 
+/// A pack the index lists but the repository lost: restore and backup
+/// stop with the damage code naming it (not an I/O error), and after
+/// `repair index` a backup stores the data again and checks whole.
+#[test]
+fn a_missing_pack_is_damage_and_repair_index_lets_backups_store_it_again() {
+    let (e, victim) = one_backup_and_its_data_pack();
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::remove_file(&victim).unwrap();
+    let out = e.path("out");
+    let o = e.run(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(14), "{err}");
+    assert!(
+        err.contains(&format!("pack {name}")) && err.contains("missing from the repository"),
+        "{err}"
+    );
+    assert_eq!(e.run(&["check"]).status.code(), Some(4));
+    e.ok(&["repair", "index"]);
+    let src = e.path("src");
+    e.ok(&["backup", src.to_str().unwrap(), "--account", "a"]);
+    let out = e.path("out2");
+    e.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    same_tree(&src, &out);
+}
+
 #[test]
 fn read_data_slices_part_the_packs_and_the_damaged_one_is_in_its_slice() {
     // Whole chunks: a delta is read through its base, so with deltas a
