@@ -193,7 +193,7 @@ fn prune_refuses_when_a_kept_snapshot_needs_a_blob_no_pack_holds() {
     let before = packs(&e.repo());
     let o = e.run(&["prune"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(14), "{err}");
     assert!(err.contains("refusing to prune"), "{err}");
     assert_eq!(packs(&e.repo()), before, "nothing deleted");
 }

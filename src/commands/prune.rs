@@ -169,10 +169,12 @@ fn mark(repo: &IndexedRepository, marks: &mut MarkSet, progress: &dyn Progress) 
                 continue;
             }
             let tree = repo.read_tree(&t).map_err(|e| {
-                Error::Invalid(format!(
-                    "refusing to prune: snapshot {} needs tree {t}: {e}; run `arca check` and `arca repair index`",
-                    sid.short()
-                ))
+                Error::corrupt(
+                    format!("snapshot {}", sid.short()),
+                    format!(
+                        "refusing to prune: it needs tree {t}: {e}; run `arca check` and `arca repair index`"
+                    ),
+                )
             })?;
             for n in tree.nodes {
                 match n.kind {
@@ -180,10 +182,12 @@ fn mark(repo: &IndexedRepository, marks: &mut MarkSet, progress: &dyn Progress) 
                     NodeKind::File { chunks } => {
                         for c in chunks {
                             let Some(loc) = repo.cache().get(&c)? else {
-                                return Err(Error::Invalid(format!(
-                                    "refusing to prune: snapshot {} needs data blob {c}, which no index lists; run `arca check` and `arca repair index`",
-                                    sid.short()
-                                )));
+                                return Err(Error::corrupt(
+                                    format!("snapshot {}", sid.short()),
+                                    format!(
+                                        "refusing to prune: it needs data blob {c}, which no index lists; run `arca check` and `arca repair index`"
+                                    ),
+                                ));
                             };
                             marks.insert(&c)?;
                             mark_bases(repo, marks, loc, sid)?;
@@ -209,10 +213,10 @@ fn mark_bases(
 ) -> Result<()> {
     while let Some(d) = loc.entry.delta {
         loc = repo.locate_base(&loc.entry.id, &d).map_err(|e| {
-            Error::Invalid(format!(
-                "refusing to prune: snapshot {} needs {e}; run `arca check`",
-                sid.short()
-            ))
+            Error::corrupt(
+                format!("snapshot {}", sid.short()),
+                format!("refusing to prune: it needs {e}; run `arca check`"),
+            )
         })?;
         marks.insert(&loc.entry.id)?;
     }
