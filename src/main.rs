@@ -425,6 +425,11 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct ForgetArgs {
+    /// Remove exactly these snapshots (ids, unique id prefixes, latest,
+    /// latest~N) instead of applying retention rules. A snapshot file too
+    /// damaged to read is named by its file name.
+    #[arg(value_name = "SNAPSHOT", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_every", "keep_tag", "keep_within", "policy", "account", "allow_empty", "now"])]
+    snapshots: Vec<String>,
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N")]
     keep_last: Option<u32>,
@@ -524,7 +529,7 @@ impl ForgetArgs {
         }
         if rs.rules.is_empty() {
             return Err(Fail::Usage(
-                "no retention rule given: use --keep-* flags or --policy FILE (forget never removes everything by default)".into(),
+                "no retention rule given: use --keep-* flags, --policy FILE, or name the snapshots to remove (forget never removes everything by default)".into(),
             ));
         }
         Ok(forget::Rules::Flags(rs))
@@ -2126,7 +2131,11 @@ fn run(cli: &Cli) -> CliResult<i32> {
             }
         }
         Cmd::Forget(a) => {
-            let rules = a.rules()?;
+            let rules = if a.snapshots.is_empty() {
+                Some(a.rules()?)
+            } else {
+                None
+            };
             let now = match &a.now {
                 Some(t) => parse_time(t)?.0,
                 None => arca::repository::now_unix(),
@@ -2134,16 +2143,19 @@ fn run(cli: &Cli) -> CliResult<i32> {
             let prune_opts = prune_options(&a.max_unused, a.max_repack_size.as_deref(), a.dry_run)?;
             let repo = open(cli)?;
             let _lock = lock::acquire(&repo, true, "forget")?;
-            let rep = forget::forget(
-                &repo,
-                &forget::ForgetOptions {
-                    rules,
-                    account: a.account.clone(),
-                    now,
-                    allow_empty: a.allow_empty,
-                    dry_run: a.dry_run,
-                },
-            )?;
+            let rep = match rules {
+                None => forget::forget_named(&repo, &a.snapshots, a.dry_run)?,
+                Some(rules) => forget::forget(
+                    &repo,
+                    &forget::ForgetOptions {
+                        rules,
+                        account: a.account.clone(),
+                        now,
+                        allow_empty: a.allow_empty,
+                        dry_run: a.dry_run,
+                    },
+                )?,
+            };
             if cli.json && !a.prune {
                 print_json(&rep)?;
             } else if !cli.json {

@@ -316,3 +316,64 @@ fn a_snapshot_tagged_afterwards_is_kept_by_keep_tag_and_restores() {
     e.ok(&["restore", &new, "--target", to.to_str().unwrap()]);
     same_tree(&e.path("src"), &to);
 }
+
+fn listed_ids(e: &Env) -> Vec<String> {
+    e.snapshots_json()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `forget SNAPSHOT...` removes exactly the snapshots named (id, prefix,
+/// latest~N), across accounts, resolving every name before removing any;
+/// a snapshot file too damaged to read can be named too, after which prune
+/// runs again.
+#[test]
+fn forget_by_name_removes_exactly_those_snapshots() {
+    let e = Env::new();
+    e.init();
+    snapshots_at(
+        &e,
+        "acme",
+        &[
+            "2024-03-01T00:00:00Z",
+            "2024-03-02T00:00:00Z",
+            "2024-03-03T00:00:00Z",
+        ],
+    );
+    snapshots_at(&e, "zeta", &["2024-03-02T12:00:00Z"]);
+    let ids = listed_ids(&e); // acme 1, acme 2, zeta, acme 3 (by time)
+    assert_eq!(ids.len(), 4);
+
+    // Dry run: reported, nothing removed.
+    let rep = forget_json(&e, &["--dry-run", &ids[0][..10]]);
+    assert_eq!(rep["removed"], 1);
+    assert_eq!(rep["dry_run"], true);
+    assert_eq!(listed_ids(&e), ids);
+
+    // A name that matches nothing: exit 13, and nothing else named goes.
+    e.expect(&["forget", &ids[0][..12], "0000000000"], 13);
+    assert_eq!(listed_ids(&e), ids);
+    // Names and rules do not mix; neither given is a usage error.
+    e.expect(&["forget", &ids[0], "--keep-last", "1"], 2);
+    e.expect(&["forget"], 2);
+
+    // A prefix and latest~3 (the oldest of all: acme's first, named twice).
+    let rep = forget_json(&e, &[&ids[2][..8], "latest~3", &ids[0]]);
+    assert_eq!(rep["removed"], 2, "{rep}");
+    assert_eq!(listed_ids(&e), vec![ids[1].clone(), ids[3].clone()]);
+
+    // A snapshot file that does not read (and no local copy of it).
+    let file = e.repo().join("snapshots").join(&ids[3]);
+    std::fs::write(&file, b"not a snapshot").unwrap();
+    for d in std::fs::read_dir(e.cache()).unwrap() {
+        let _ = std::fs::remove_file(d.unwrap().path().join("snapshots"));
+    }
+    assert_eq!(e.run(&["prune"]).status.code(), Some(14));
+    let rep = forget_json(&e, &[&ids[3][..8]]);
+    assert_eq!(rep["removed"], 1, "{rep}");
+    assert!(!file.exists());
+    e.ok(&["prune"]);
+    assert_eq!(listed_ids(&e), vec![ids[1].clone()]);
+    e.ok(&["check", "--read-data"]);
+}

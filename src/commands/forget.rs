@@ -11,6 +11,8 @@ use crate::backend::FileKind;
 use crate::commands::{check_interrupt, format_time};
 use crate::error::{Error, Result};
 use crate::format::config::Operation;
+use crate::format::snapshot::Snapshot;
+use crate::id::SnapshotId;
 use crate::repository::Repository;
 use crate::retention::{self, Policy, RetentionError, RuleSet, SnapInfo};
 
@@ -116,6 +118,76 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             group: d.group,
             reasons: d.reasons,
         });
+    }
+    Ok(rep)
+}
+
+/// Removes the snapshots named by `specs` (ids, unique id prefixes,
+/// `latest`, `latest~N`), and nothing else, unless `dry_run`. A snapshot
+/// file too damaged to read is named by its file name or a unique prefix of
+/// it. Every name is resolved before anything is removed. The caller holds
+/// an exclusive lock.
+pub fn forget_named(repo: &Repository, specs: &[String], dry_run: bool) -> Result<ForgetReport> {
+    repo.check_features(Operation::Prune)?;
+    let readable = repo.snapshots()?;
+    let files = repo.backend().names(FileKind::Snapshot)?;
+    let fate = |id: &SnapshotId, s: &Snapshot| Fate {
+        id: id.to_hex(),
+        time: format_time(s.time, s.nanos),
+        group: format!("{} {}", s.account, s.paths.join(", ")),
+        account: s.account.clone(),
+        action: "remove",
+        reasons: Vec::new(),
+    };
+    let mut chosen: Vec<Fate> = Vec::new();
+    for spec in specs {
+        let f = if spec.starts_with("latest") {
+            let (id, s) = repo.find_snapshot(spec, None)?;
+            fate(&id, &s)
+        } else {
+            // Among every snapshot file, so that one too damaged to read
+            // can be named too.
+            let lower = spec.to_ascii_lowercase();
+            let hits: Vec<&String> = files
+                .iter()
+                .filter(|f| !lower.is_empty() && f.starts_with(&lower))
+                .collect();
+            match hits.as_slice() {
+                [] => return Err(Error::NotFound(format!("no snapshot matches {spec:?}"))),
+                [one] => match readable.iter().find(|(id, _)| id.to_hex() == **one) {
+                    Some((id, s)) => fate(id, s),
+                    None => Fate {
+                        id: (*one).clone(),
+                        time: String::new(),
+                        group: "(snapshot files that do not read)".into(),
+                        account: String::new(),
+                        action: "remove",
+                        reasons: Vec::new(),
+                    },
+                },
+                many => {
+                    return Err(Error::Invalid(format!(
+                        "snapshot prefix {spec:?} matches {} snapshots",
+                        many.len()
+                    )))
+                }
+            }
+        };
+        if !chosen.iter().any(|c| c.id == f.id) {
+            chosen.push(f);
+        }
+    }
+    let mut rep = ForgetReport {
+        dry_run,
+        ..ForgetReport::default()
+    };
+    for f in chosen {
+        if !dry_run {
+            check_interrupt()?;
+            repo.backend().remove(FileKind::Snapshot, &f.id)?;
+        }
+        rep.removed += 1;
+        rep.snapshots.push(f);
     }
     Ok(rep)
 }
