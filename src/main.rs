@@ -891,7 +891,8 @@ fn damage_warning() -> arca::repository::DamageReport {
             .unwrap_or(true);
         if first {
             errln!(
-                "warning: snapshot file snapshots/{name} is damaged and left out ({e}); `arca check` reports it, and prune refuses to run until it is restored or removed"
+                "warning: snapshot file snapshots/{name} is damaged and left out ({e}); `arca check` reports it, and prune refuses to run until it is restored from a copy or removed (`arca forget {}`)",
+                &name[..name.len().min(8)]
             );
         }
     })

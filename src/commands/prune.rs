@@ -154,7 +154,7 @@ fn mark(repo: &IndexedRepository, marks: &mut MarkSet, progress: &dyn Progress) 
             reason: format!(
                 "{reason}; prune does not run while a snapshot does not read, since it \
                  could delete what that snapshot needs (run `arca check`, then restore \
-                 the file from a copy or remove it)"
+                 the file from a copy or remove it with `arca forget ID`)"
             ),
         },
         other => other,
