@@ -703,7 +703,10 @@ fn store_dir(
             kind,
         });
     }
-    let (id, _) = session.add_blob(BlobKind::Tree, &Tree { nodes }.encode())?;
+    // The nodes (whose chunk lists can be megabytes) go before the blob is
+    // sealed.
+    let encoded = Tree { nodes }.encode();
+    let (id, _) = session.add_blob(BlobKind::Tree, &encoded)?;
     Ok(id)
 }
 

@@ -191,16 +191,14 @@ pub fn seal_blob(
     let compressed =
         compress_whole(plaintext, zstd_level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
     // Incompressible content (attachments) is stored raw: saves the frame
-    // overhead and the decompression on restore.
-    let mut payload = Vec::with_capacity(1 + compressed.len().min(plaintext.len()));
-    if compressed.len() < plaintext.len() {
-        payload.push(ENCODING_ZSTD);
-        payload.extend_from_slice(&compressed);
+    // overhead and the decompression on restore. The encoding byte and the
+    // body are copied once, into the sealed output.
+    let (encoding, body) = if compressed.len() < plaintext.len() {
+        (ENCODING_ZSTD, &compressed[..])
     } else {
-        payload.push(ENCODING_RAW);
-        payload.extend_from_slice(plaintext);
-    }
-    let bytes = crypto::seal(&keys.blob, &blob_aad(kind, &id, None), &payload)?;
+        (ENCODING_RAW, plaintext)
+    };
+    let bytes = crypto::seal_parts(&keys.blob, &blob_aad(kind, &id, None), &[&[encoding], body])?;
     Ok(SealedBlob {
         kind,
         id,
@@ -249,13 +247,10 @@ pub fn seal_delta(
         .ok()
         .filter(|n| *n <= limits::MAX_BLOB_RAW)
         .ok_or_else(|| Error::Invalid("delta blob exceeds the size limit".into()))?;
-    let mut payload = Vec::with_capacity(1 + frame.len());
-    payload.push(ENCODING_ZSTD_DELTA);
-    payload.extend_from_slice(frame);
-    let bytes = crypto::seal(
+    let bytes = crypto::seal_parts(
         &keys.blob,
         &blob_aad(BlobKind::Data, &id, Some(&delta)),
-        &payload,
+        &[&[ENCODING_ZSTD_DELTA], frame],
     )?;
     Ok(SealedBlob {
         kind: BlobKind::Data,
