@@ -673,8 +673,7 @@ mod tests {
     }
 
     /// A cache RocksDB cannot open because it is damaged is made anew
-    /// (empty, bound to the repository, saying why); one held by another
-    /// instance is not touched.
+    /// (empty, bound to the repository, saying why).
     #[test]
     fn a_damaged_cache_is_made_anew_and_says_why() {
         type Damage = fn(&Path);

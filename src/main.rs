@@ -426,9 +426,10 @@ enum Cmd {
 #[derive(clap::Args)]
 struct ForgetArgs {
     /// Remove exactly these snapshots (ids, unique id prefixes, latest,
-    /// latest~N) instead of applying retention rules. A snapshot file too
-    /// damaged to read is named by its file name.
-    #[arg(value_name = "SNAPSHOT", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_every", "keep_tag", "keep_within", "policy", "account", "allow_empty", "now"])]
+    /// latest~N; with --account, of that account) instead of applying
+    /// retention rules. A snapshot file too damaged to read is named by its
+    /// file name.
+    #[arg(value_name = "SNAPSHOT", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_every", "keep_tag", "keep_within", "policy", "allow_empty", "now"])]
     snapshots: Vec<String>,
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N")]
@@ -2145,7 +2146,7 @@ fn run(cli: &Cli) -> CliResult<i32> {
             let repo = open(cli)?;
             let _lock = lock::acquire(&repo, true, "forget")?;
             let rep = match rules {
-                None => forget::forget_named(&repo, &a.snapshots, a.dry_run)?,
+                None => forget::forget_named(&repo, &a.snapshots, a.account.as_deref(), a.dry_run)?,
                 Some(rules) => forget::forget(
                     &repo,
                     &forget::ForgetOptions {

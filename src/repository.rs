@@ -522,7 +522,7 @@ impl Repository {
     /// one bad file must not stop every backup and restore. A file gone
     /// since the directory was listed (a concurrent `forget`) is left out
     /// too. Any other error fails the listing. Whoever must see every
-    /// snapshot (prune, copy) uses [`Self::snapshots_strict`].
+    /// snapshot (prune) uses [`Self::snapshots_strict`].
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let (out, damaged) = self.list_snapshots()?;
         if let Some(report) = &self.damage_report {

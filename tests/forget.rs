@@ -358,6 +358,17 @@ fn forget_by_name_removes_exactly_those_snapshots() {
     e.expect(&["forget", &ids[0], "--keep-last", "1"], 2);
     e.expect(&["forget"], 2);
 
+    // --account: latest is that account's; another account's id refused.
+    let rep = forget_json(&e, &["--dry-run", "--account", "zeta", "latest"]);
+    assert_eq!(rep["snapshots"][0]["id"].as_str().unwrap(), ids[2]);
+    assert_eq!(
+        e.run(&["forget", "--account", "zeta", &ids[0]])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(listed_ids(&e), ids);
+
     // A prefix and latest~3 (the oldest of all: acme's first, named twice).
     let rep = forget_json(&e, &[&ids[2][..8], "latest~3", &ids[0]]);
     assert_eq!(rep["removed"], 2, "{rep}");

@@ -123,11 +123,16 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
 }
 
 /// Removes the snapshots named by `specs` (ids, unique id prefixes,
-/// `latest`, `latest~N`), and nothing else, unless `dry_run`. A snapshot
-/// file too damaged to read is named by its file name or a unique prefix of
-/// it. Every name is resolved before anything is removed. The caller holds
-/// an exclusive lock.
-pub fn forget_named(repo: &Repository, specs: &[String], dry_run: bool) -> Result<ForgetReport> {
+/// `latest`, `latest~N`, within `account` when given), and nothing else,
+/// unless `dry_run`. A snapshot file too damaged to read is named by its
+/// file name or a unique prefix of it. Every name is resolved before
+/// anything is removed. The caller holds an exclusive lock.
+pub fn forget_named(
+    repo: &Repository,
+    specs: &[String],
+    account: Option<&str>,
+    dry_run: bool,
+) -> Result<ForgetReport> {
     repo.check_features(Operation::Prune)?;
     let readable = repo.snapshots()?;
     let files = repo.backend().names(FileKind::Snapshot)?;
@@ -142,7 +147,7 @@ pub fn forget_named(repo: &Repository, specs: &[String], dry_run: bool) -> Resul
     let mut chosen: Vec<Fate> = Vec::new();
     for spec in specs {
         let f = if spec.starts_with("latest") {
-            let (id, s) = repo.find_snapshot(spec, None)?;
+            let (id, s) = repo.find_snapshot(spec, account)?;
             fate(&id, &s)
         } else {
             // Among every snapshot file, so that one too damaged to read
@@ -155,6 +160,14 @@ pub fn forget_named(repo: &Repository, specs: &[String], dry_run: bool) -> Resul
             match hits.as_slice() {
                 [] => return Err(Error::NotFound(format!("no snapshot matches {spec:?}"))),
                 [one] => match readable.iter().find(|(id, _)| id.to_hex() == **one) {
+                    Some((id, s)) if account.is_some_and(|a| a != s.account) => {
+                        return Err(Error::Invalid(format!(
+                            "snapshot {} is of account {:?}, not {:?}",
+                            id.short(),
+                            s.account,
+                            account.unwrap_or_default()
+                        )))
+                    }
                     Some((id, s)) => fate(id, s),
                     None => Fate {
                         id: (*one).clone(),
