@@ -1205,13 +1205,6 @@ fn snapshot_cache_file(e: &Env) -> std::path::PathBuf {
     found.remove(0)
 }
 
-fn listed_ids(e: &Env) -> Vec<String> {
-    e.snapshots_json()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn snapshot_files_are_read_from_the_local_cache_but_check_reads_the_repository() {
     let e = Env::new();
@@ -1401,28 +1394,22 @@ fn a_full_disk_is_exit_15_and_loses_nothing_committed() {
             .unwrap_or_else(|| panic!("no code for {n}: {codes}"))
             .to_string()
     };
-    assert_eq!(code("init"), "0", "{}", err("init"));
-    assert_eq!(code("backup1"), "0", "{}", err("backup1"));
-    assert_eq!(code("backup2"), "15", "{}", err("backup2"));
-    assert!(
-        err("backup2").contains("storage full"),
-        "{}",
-        err("backup2")
-    );
+    let says = |n: &str, want: &str, text: &str| {
+        assert_eq!(code(n), want, "{n}: {}", err(n));
+        assert!(err(n).contains(text), "{n}: {}", err(n));
+        assert!(!err(n).contains("panicked"), "{n}: {}", err(n));
+    };
+    says("init", "0", "");
+    says("backup1", "0", "");
+    says("backup2", "15", "storage full");
     assert!(
         err("backup2").contains("/small/repo/"),
         "{}",
         err("backup2")
     );
-    assert!(!err("backup2").contains("panicked"), "{}", err("backup2"));
     // The failed backup gave its space back: a 2 MiB backup fits after it.
-    assert_eq!(code("backup3"), "0", "{}", err("backup3"));
-    assert_eq!(code("restore"), "15", "{}", err("restore"));
-    assert!(
-        err("restore").contains("storage full"),
-        "{}",
-        err("restore")
-    );
+    says("backup3", "0", "");
+    says("restore", "15", "storage full");
     assert!(
         err("restore").contains("/tiny/out/mid.bin"),
         "{}",
@@ -1432,16 +1419,11 @@ fn a_full_disk_is_exit_15_and_loses_nothing_committed() {
     // cache, never an abort inside RocksDB (its own log file used to
     // trip an assertion at close once a write to it had failed).
     for n in ["cachefull", "cachefull2"] {
-        assert_eq!(code(n), "15", "{n}: {}", err(n));
-        assert!(
-            err(n).contains("storage full while writing the index cache"),
-            "{}",
-            err(n)
-        );
+        says(n, "15", "storage full while writing the index cache");
     }
     // A listing needs no index: it still works (the snapshot cache is
     // best effort).
-    assert_eq!(code("cachelist"), "0", "{}", err("cachelist"));
+    says("cachelist", "0", "");
     // The repository, copied out of the namespace: no temporary or
     // partial file, no lock, every snapshot whole.
     let mut stray = Vec::new();

@@ -317,13 +317,6 @@ fn a_snapshot_tagged_afterwards_is_kept_by_keep_tag_and_restores() {
     same_tree(&e.path("src"), &to);
 }
 
-fn listed_ids(e: &Env) -> Vec<String> {
-    e.snapshots_json()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// `forget SNAPSHOT...` removes exactly the snapshots named (id, prefix,
 /// latest~N), across accounts, resolving every name before removing any;
 /// a snapshot file too damaged to read can be named too, after which prune

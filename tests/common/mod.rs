@@ -188,3 +188,11 @@ pub fn flip_middle_byte(pack: &Path) -> String {
         .expect("pack name")
         .to_string()
 }
+
+/// The ids of the snapshots `snapshots --json` lists, oldest first.
+pub fn listed_ids(e: &Env) -> Vec<String> {
+    e.snapshots_json()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
