@@ -1070,9 +1070,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn snapshot_listing_reads_from_the_repository_only_what_the_cache_lacks() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A repository (password "pw") in memory, with its backend as both
+    /// types: the read-counting one and the trait object.
+    fn memory_repository() -> (
+        Arc<crate::backend::MemoryBackend>,
+        Arc<dyn Backend>,
+        Repository,
+    ) {
         let mem = Arc::new(crate::backend::MemoryBackend::new());
         let opts = InitOptions {
             kdf: KdfParams::CHEAPEST,
@@ -1080,6 +1084,13 @@ mod tests {
         };
         let backend: Arc<dyn Backend> = Arc::clone(&mem) as Arc<dyn Backend>;
         let repo = Repository::init(Arc::clone(&backend), b"pw", &opts).unwrap();
+        (mem, backend, repo)
+    }
+
+    #[test]
+    fn snapshot_listing_reads_from_the_repository_only_what_the_cache_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mem, backend, repo) = memory_repository();
         let cached = Repository::open(Arc::clone(&backend), b"pw")
             .unwrap()
             .with_snapshot_cache(dir.path());
@@ -1127,12 +1138,7 @@ mod tests {
     #[test]
     fn a_damaged_snapshot_file_is_left_out_and_told() {
         let dir = tempfile::tempdir().unwrap();
-        let mem = Arc::new(crate::backend::MemoryBackend::new());
-        let opts = InitOptions {
-            kdf: KdfParams::CHEAPEST,
-            ..InitOptions::default()
-        };
-        let backend: Arc<dyn Backend> = Arc::clone(&mem) as Arc<dyn Backend>;
+        let (_, backend, plain) = memory_repository();
         let told = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let report: DamageReport = {
             let told = Arc::clone(&told);
@@ -1141,9 +1147,7 @@ mod tests {
                 told.lock().unwrap().push(name.to_string());
             })
         };
-        let plain = Repository::init(Arc::clone(&backend), b"pw", &opts)
-            .unwrap()
-            .with_damage_report(Arc::clone(&report));
+        let plain = plain.with_damage_report(Arc::clone(&report));
         let cached = Repository::open(Arc::clone(&backend), b"pw")
             .unwrap()
             .with_snapshot_cache(dir.path())
