@@ -189,6 +189,10 @@ thread_local! {
     static PLAIN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Files from this size up get their space reserved before they are
+/// written (see [`write_file`]).
+const PREALLOCATE_FROM: u64 = 1 << 20;
+
 /// A decoding buffer larger than this (after a chain of unusually large
 /// blobs) is freed rather than kept for the next blob.
 const KEEP_BUFFER: usize = 16 << 20;
@@ -210,24 +214,37 @@ fn write_file(
         other => other,
     };
     // Replace, never write through, whatever is at the path (it may be a
-    // symlink pointing outside the target).
-    let _ = fs::remove_file(&job.path);
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&job.path)
-        .map_err(|e| Error::io(&job.path, e))?;
+    // symlink pointing outside the target): a new file only (`O_EXCL`
+    // follows no symlink), and whatever held the name removed first. Into
+    // an empty target that is one call per file.
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&job.path)
+    };
+    let f = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::remove_file(&job.path).map_err(|e| Error::io(&job.path, e))?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(|e| Error::io(&job.path, e))?;
     // Space is reserved in one call where the file system allocates
     // extents (ext4 otherwise reserves delayed blocks page by page as the
     // writes land: stockflow restores 5 % faster). A refusal (no support,
     // no space for a size the chunks may not match) leaves the old way:
-    // the size set, the blocks allocated as written.
-    let reserved = preallocate
-        && job.node.size > 0
-        && rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, job.node.size).is_ok();
-    if !reserved {
-        f.set_len(job.node.size)
-            .map_err(|e| Error::io(&job.path, e))?;
+    // the size set, the blocks allocated as written. A small file is
+    // written in a few calls that size it as they go: nothing to reserve.
+    if job.node.size >= PREALLOCATE_FROM {
+        let reserved = preallocate
+            && rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, job.node.size)
+                .is_ok();
+        if !reserved {
+            f.set_len(job.node.size)
+                .map_err(|e| Error::io(&job.path, e))?;
+        }
     }
     // A window of chunks at a time is laid out from the index (so memory
     // does not grow with the file), then decoded and written in parallel,
@@ -393,5 +410,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Restoring over what a target already holds replaces it: a file with
+    /// other bytes, and a symlink at a file's path, whose target outside is
+    /// left as it was (never written through).
+    #[test]
+    fn what_holds_a_files_name_is_replaced_never_written_through() {
+        use crate::commands::NoProgress;
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = crate::testutil::small_chunk_repo(&tmp.path().join("cache")).unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        let a = crate::testutil::noise(50_000, 1);
+        let b = crate::testutil::noise(3_000_000, 2);
+        fs::write(src.join("a.bin"), &a).unwrap();
+        fs::write(src.join("b.bin"), &b).unwrap();
+        let root = crate::testutil::backup_tree(&repo, &src);
+        let target = tmp.path().join("out");
+        fs::create_dir_all(&target).unwrap();
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, b"keep me").unwrap();
+        fs::write(target.join("a.bin"), vec![7u8; 200_000]).unwrap();
+        std::os::unix::fs::symlink(&outside, target.join("b.bin")).unwrap();
+        let opts = RestoreOptions {
+            target: target.clone(),
+            ..RestoreOptions::default()
+        };
+        let st = restore(&repo, &root, &opts, &NoProgress).unwrap();
+        assert_eq!(st.files, 2);
+        assert!(fs::read(target.join("a.bin")).unwrap() == a);
+        assert!(fs::read(target.join("b.bin")).unwrap() == b);
+        assert!(!fs::symlink_metadata(target.join("b.bin"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&outside).unwrap(), b"keep me");
     }
 }
