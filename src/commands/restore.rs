@@ -355,6 +355,20 @@ mod tests {
         assert_eq!(selection(&p("x"), &[]), 2);
     }
 
+    /// A temporary directory holding a repository (small chunks) with
+    /// `files` backed up from its `src/`, and the backup's root tree.
+    fn backed_up(files: &[(&str, &[u8])]) -> (tempfile::TempDir, IndexedRepository, BlobId) {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = crate::testutil::small_chunk_repo(&tmp.path().join("cache")).unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        for (name, bytes) in files {
+            fs::write(src.join(name), bytes).unwrap();
+        }
+        let root = crate::testutil::backup_tree(&repo, &src);
+        (tmp, repo, root)
+    }
+
     /// A file node whose recorded size disagrees with its chunks is
     /// restored as its chunks, on a disk file system (where space is
     /// reserved for the recorded size first) as on tmpfs, and the space
@@ -364,13 +378,8 @@ mod tests {
         use crate::commands::NoProgress;
         use crate::session::WriteSession;
         use std::os::unix::fs::MetadataExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let repo = crate::testutil::small_chunk_repo(&tmp.path().join("cache")).unwrap();
-        let src = tmp.path().join("src");
-        fs::create_dir_all(&src).unwrap();
         let content = crate::testutil::noise(200_000, 3);
-        fs::write(src.join("f.bin"), &content).unwrap();
-        let root = crate::testutil::backup_tree(&repo, &src);
+        let (tmp, repo, root) = backed_up(&[("f.bin", &content)]);
         let mut tree = repo.read_tree(&root).unwrap();
         let real = tree.nodes[0].size;
         assert_eq!(real, content.len() as u64);
@@ -418,15 +427,9 @@ mod tests {
     #[test]
     fn what_holds_a_files_name_is_replaced_never_written_through() {
         use crate::commands::NoProgress;
-        let tmp = tempfile::tempdir().unwrap();
-        let repo = crate::testutil::small_chunk_repo(&tmp.path().join("cache")).unwrap();
-        let src = tmp.path().join("src");
-        fs::create_dir_all(&src).unwrap();
         let a = crate::testutil::noise(50_000, 1);
         let b = crate::testutil::noise(3_000_000, 2);
-        fs::write(src.join("a.bin"), &a).unwrap();
-        fs::write(src.join("b.bin"), &b).unwrap();
-        let root = crate::testutil::backup_tree(&repo, &src);
+        let (tmp, repo, root) = backed_up(&[("a.bin", &a), ("b.bin", &b)]);
         let target = tmp.path().join("out");
         fs::create_dir_all(&target).unwrap();
         let outside = tmp.path().join("outside");
