@@ -12,6 +12,8 @@ pub struct MemoryBackend {
     files: Files,
     /// Whole-file reads so far, by kind (for tests that count them).
     reads: Mutex<BTreeMap<FileKind, u64>>,
+    /// What [`Backend::reads_whole`] answers: as remote storage would.
+    whole: bool,
 }
 
 type Files = Arc<Mutex<BTreeMap<(FileKind, String), Vec<u8>>>>;
@@ -48,6 +50,15 @@ impl MemoryBackend {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that asks for files read from start to end to be
+    /// read whole, as remote storage does.
+    pub fn reading_whole() -> Self {
+        MemoryBackend {
+            whole: true,
+            ..Self::default()
+        }
     }
 
     /// How many whole files of `kind` were read so far.
@@ -97,6 +108,9 @@ impl Backend for MemoryBackend {
             .get(&(kind, name.to_string()))
             .cloned()
             .ok_or_else(|| Self::missing(kind, name))
+    }
+    fn reads_whole(&self) -> bool {
+        self.whole
     }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let g = self.lock();

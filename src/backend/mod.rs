@@ -96,6 +96,13 @@ pub trait Backend: Send + Sync {
     /// can start fetching it while the caller works on something else. It
     /// never fails; a backend may ignore it.
     fn prefetch(&self, _kind: FileKind, _name: &str) {}
+    /// Whether a file read from start to end (`check --read-data` reading
+    /// a pack) is better fetched whole in one request than range by range:
+    /// true where every request costs a round trip (S3). Local storage
+    /// reads in windows, which keeps memory small.
+    fn reads_whole(&self) -> bool {
+        false
+    }
     /// The length of a file.
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// Writes a whole file atomically and durably (see the trait's contract).

@@ -500,6 +500,10 @@ impl Backend for S3Backend {
         i.get(&i.key(kind, name), None)
     }
 
+    fn reads_whole(&self) -> bool {
+        true
+    }
+
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let i = &self.inner;
         if len == 0 {

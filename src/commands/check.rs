@@ -703,11 +703,9 @@ pub fn check(
                 if let Some((next, _)) = packs.get(i + 1) {
                     repo.backend().prefetch(FileKind::Pack, &next.to_hex());
                 }
-                let r = read_pack(&opener, pid, &index.canonical_in_pack(pid));
-                if let Ok(n) = repo.backend().size(FileKind::Pack, &pid.to_hex()) {
-                    bytes.fetch_add(n, Ordering::Relaxed);
-                    progress.inc(n);
-                }
+                let (r, n) = read_pack(&opener, pid, &index.canonical_in_pack(pid));
+                bytes.fetch_add(n, Ordering::Relaxed);
+                progress.inc(n);
                 Ok(r)
             })
             .collect::<Result<_>>()?;
@@ -791,11 +789,11 @@ fn open_in_window(repo: &IndexedRepository, l: &Loc, sealed: &mut [u8]) -> Resul
     pack::verify_id(repo.keys(), &l.entry, &l.pack, &plain[r])
 }
 
-/// Reads one pack from start to end, a window of whole blobs at a time,
-/// hashing every byte on the way; returns one message per problem (with the
-/// blob it concerns, when there is one). `indexed`: the blobs whose
-/// canonical copy is in this pack.
-fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> Vec<(Option<BlobId>, String)> {
+/// Reads one pack from start to end, a window of whole blobs at a time
+/// (taken from the whole pack, read in one request, where the backend
+/// asks for that), hashing every byte on the way. `indexed`: the blobs
+/// whose canonical copy is in this pack.
+fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> PackRead {
     let repo = opener.repo;
     let mut out = Vec::new();
     let name = pid.to_hex();
@@ -808,17 +806,36 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> Vec<(Option<
             ));
         }
     };
-    let size = match repo.backend().size(FileKind::Pack, &name) {
-        Ok(n) => n,
-        Err(e) => {
-            unreadable(&mut out, indexed, &e);
-            return out;
+    // Remote storage: the whole pack in one request (windows are then
+    // taken from it); local: windows read as they come.
+    let whole = if repo.backend().reads_whole() {
+        match repo.backend().read(FileKind::Pack, &name) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                unreadable(&mut out, indexed, &e);
+                return (out, 0);
+            }
         }
+    } else {
+        None
     };
-    match repo.read_pack_listing(pid, size) {
+    let size = match &whole {
+        Some(b) => b.len() as u64,
+        None => match repo.backend().size(FileKind::Pack, &name) {
+            Ok(n) => n,
+            Err(e) => {
+                unreadable(&mut out, indexed, &e);
+                return (out, 0);
+            }
+        },
+    };
+    let listing = match &whole {
+        Some(b) => pack::read_trailer(&repo.keys().file, b, &what),
+        None => repo.read_pack_listing(pid, size).map(|l| l.blobs),
+    };
+    match listing {
         Ok(listing) => {
-            let tset: HashMap<BlobId, &BlobEntry> =
-                listing.blobs.iter().map(|e| (e.id, e)).collect();
+            let tset: HashMap<BlobId, &BlobEntry> = listing.iter().map(|e| (e.id, e)).collect();
             for l in indexed {
                 if tset.get(&l.entry.id).copied() != Some(&l.entry) {
                     out.push((
@@ -908,14 +925,17 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> Vec<(Option<
             covered = covered.max(e);
             last += 1;
         }
-        let mut buf = match repo
-            .backend()
-            .read_range(FileKind::Pack, &name, pos, end - pos)
-        {
+        let read = match &whole {
+            Some(b) => Ok(b[pos as usize..end as usize].to_vec()),
+            None => repo
+                .backend()
+                .read_range(FileKind::Pack, &name, pos, end - pos),
+        };
+        let mut buf = match read {
             Ok(b) => b,
             Err(e) => {
                 unreadable(&mut out, &blobs[next..], &e);
-                return out;
+                return (out, size);
             }
         };
         hasher.update(&buf);
@@ -943,8 +963,13 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> Vec<(Option<
             format!("pack {pid}: contents do not hash to its name (damaged in storage)"),
         ));
     }
-    out
+    (out, size)
 }
+
+/// What reading a pack found: one message per problem (with the blob it
+/// concerns, when there is one), and the pack's length in storage (0 when
+/// it could not be read).
+type PackRead = (Vec<(Option<BlobId>, String)>, u64);
 
 struct TreeWalk<'a> {
     repo: &'a IndexedRepository,
@@ -1170,18 +1195,29 @@ mod tests {
         assert!(!seen.insert(&ix, &BlobId([9; 32])));
     }
 
-    /// A pack is read in windows of whole blobs, never whole: every window
-    /// size (one blob at a time up to the whole pack) finds nothing in a
-    /// sound pack, and names exactly the flipped blob and the pack's hash
-    /// in a damaged one; entries of a damaged index that overlap, or lie
-    /// past the end, are reported without upsetting the windows.
+    /// A pack is read in windows of whole blobs, and whole (once) only from
+    /// a backend that asks for it: every window size (one blob at a time
+    /// up to the whole pack) finds nothing in a sound pack, and names
+    /// exactly the flipped blob and the pack's hash in a damaged one;
+    /// entries of a damaged index that overlap, or lie past the end, are
+    /// reported without upsetting the windows.
     #[test]
     fn packs_are_read_in_windows_of_whole_blobs() {
         use crate::backend::MemoryBackend;
+        for whole in [false, true] {
+            let mem = Arc::new(if whole {
+                MemoryBackend::reading_whole()
+            } else {
+                MemoryBackend::new()
+            });
+            read_pack_in_windows(mem, whole);
+        }
+    }
+
+    fn read_pack_in_windows(mem: Arc<crate::backend::MemoryBackend>, whole: bool) {
         use crate::repository::{InitOptions, Repository};
         use crate::session::WriteSession;
         let dir = tempfile::tempdir().unwrap();
-        let mem = Arc::new(MemoryBackend::new());
         let backend: Arc<dyn crate::backend::Backend> = mem.clone();
         let opts = InitOptions {
             kdf: crate::crypto::KdfParams::CHEAPEST,
@@ -1225,9 +1261,13 @@ mod tests {
         };
         let windows = [1, 4_096, 100_000, 200_000, READ_WINDOW, u64::MAX / 2];
         for w in windows {
-            assert_eq!(read_pack(&opener(w), &pid, &indexed), vec![], "window {w}");
+            let (problems, n) = read_pack(&opener(w), &pid, &indexed);
+            assert_eq!(problems, vec![], "window {w}");
+            assert_eq!(n, packs[0].size);
         }
-        assert_eq!(mem.reads(FileKind::Pack), 0, "no pack is read whole");
+        // Read whole only where the backend asks for it, once per pack.
+        let want = if whole { windows.len() as u64 } else { 0 };
+        assert_eq!(mem.reads(FileKind::Pack), want, "whole-pack reads");
 
         // Damage one byte inside the fourth blob.
         let mut bytes = repo.backend().read(FileKind::Pack, &pid.to_hex()).unwrap();
@@ -1237,7 +1277,7 @@ mod tests {
             .write(FileKind::Pack, &pid.to_hex(), &bytes)
             .unwrap();
         for w in windows {
-            let got = read_pack(&opener(w), &pid, &indexed);
+            let (got, _) = read_pack(&opener(w), &pid, &indexed);
             let blobs: Vec<Option<BlobId>> = got.iter().map(|(b, _)| *b).collect();
             assert_eq!(blobs, vec![Some(hit.id), None], "window {w}: {got:?}");
             assert!(got[1].1.contains("do not hash to its name"), "{got:?}");
@@ -1256,7 +1296,7 @@ mod tests {
         bad.push(overlap);
         bad.push(past);
         for w in windows {
-            let got = read_pack(&opener(w), &pid, &bad);
+            let (got, _) = read_pack(&opener(w), &pid, &bad);
             let mut blobs: Vec<Option<BlobId>> = got.iter().map(|(b, _)| *b).collect();
             blobs.sort();
             blobs.dedup();
