@@ -326,24 +326,12 @@ impl Seen {
     }
 }
 
-/// Opens a blob stored whole (a tree): decrypted where it was read, and
-/// the sealed bytes freed before the caller decodes the plaintext, so a
-/// large tree is held twice at most, not three times (a tree listing
-/// 484,000 chunks is 15.5 MB).
+/// Reads a blob stored whole (a tree). The sealed bytes are freed before
+/// the caller decodes the plaintext, so a large tree is held twice at most,
+/// not three times (a tree listing 484,000 chunks is 15.5 MB).
 fn read_blob(repo: &IndexedRepository, loc: &Loc) -> Result<Vec<u8>> {
     let mut sealed = repo.read_sealed(loc)?;
-    let mut plain = Vec::new();
-    pack::decode_into(
-        repo.keys(),
-        &loc.entry,
-        &mut sealed,
-        &loc.pack,
-        None,
-        &mut plain,
-    )?;
-    drop(sealed);
-    pack::verify_id(repo.keys(), &loc.entry, &loc.pack, &plain)?;
-    Ok(plain)
+    open_whole(repo, loc, &mut sealed)
 }
 
 /// Decoded bases kept while reading data, so deltas built on the same base
@@ -781,12 +769,13 @@ pub fn check(
 /// 16 MiB packs on every core were most of check's peak memory.
 const READ_WINDOW: u64 = 2 << 20;
 
-/// Opens a whole blob decrypted in place, decoding its plaintext and
-/// hashing it against its id.
-fn open_in_window(repo: &IndexedRepository, l: &Loc, sealed: &mut [u8]) -> Result<()> {
+/// Opens a blob stored whole, decrypted where its sealed bytes lie: its
+/// plaintext, hashed against its id.
+fn open_whole(repo: &IndexedRepository, l: &Loc, sealed: &mut [u8]) -> Result<Vec<u8>> {
     let mut plain = Vec::new();
-    let r = pack::decode_into(repo.keys(), &l.entry, sealed, &l.pack, None, &mut plain)?;
-    pack::verify_id(repo.keys(), &l.entry, &l.pack, &plain[r])
+    pack::decode_into(repo.keys(), &l.entry, sealed, &l.pack, None, &mut plain)?;
+    pack::verify_id(repo.keys(), &l.entry, &l.pack, &plain)?;
+    Ok(plain)
 }
 
 /// Reads one pack from start to end, a window of whole blobs at a time
@@ -808,7 +797,7 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> PackRead {
     };
     // Remote storage: the whole pack in one request (windows are then
     // taken from it); local: windows read as they come.
-    let whole = if repo.backend().reads_whole() {
+    let mut whole = if repo.backend().reads_whole() {
         match repo.backend().read(FileKind::Pack, &name) {
             Ok(b) => Some(b),
             Err(e) => {
@@ -864,7 +853,7 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> PackRead {
             let r = if opener.deferred(&l.entry) {
                 pack::authenticate_blob(repo.keys(), &l.entry, s, pid)
             } else if alone && l.entry.delta.is_none() {
-                open_in_window(repo, l, s)
+                open_whole(repo, l, s).map(|_| ())
             } else {
                 opener.open(l, s).map(|_| ())
             };
@@ -925,20 +914,25 @@ fn read_pack(opener: &Opener<'_>, pid: &PackId, indexed: &[Loc]) -> PackRead {
             covered = covered.max(e);
             last += 1;
         }
-        let read = match &whole {
-            Some(b) => Ok(b[pos as usize..end as usize].to_vec()),
-            None => repo
+        // The window is hashed before any blob in it is decrypted in place.
+        let mut read;
+        let buf: &mut [u8] = match &mut whole {
+            Some(b) => &mut b[pos as usize..end as usize],
+            None => match repo
                 .backend()
-                .read_range(FileKind::Pack, &name, pos, end - pos),
+                .read_range(FileKind::Pack, &name, pos, end - pos)
+            {
+                Ok(b) => {
+                    read = b;
+                    &mut read
+                }
+                Err(e) => {
+                    unreadable(&mut out, &blobs[next..], &e);
+                    return (out, size);
+                }
+            },
         };
-        let mut buf = match read {
-            Ok(b) => b,
-            Err(e) => {
-                unreadable(&mut out, &blobs[next..], &e);
-                return (out, size);
-            }
-        };
-        hasher.update(&buf);
+        hasher.update(buf);
         let window = &blobs[next..last];
         let mut before = pos; // the end of every entry so far
         for (i, l) in window.iter().enumerate() {
