@@ -354,8 +354,8 @@ impl Scanner<'_> {
         })
     }
 
-    /// Scans one path, at `rel` in the snapshot; `parent` is the parent
-    /// snapshot's node for it.
+    /// Scans one path given on the command line, at `rel` in the snapshot;
+    /// `parent` is the parent snapshot's node for it.
     fn scan(
         &self,
         path: &Path,
@@ -364,14 +364,26 @@ impl Scanner<'_> {
         parent: Option<&Node>,
     ) -> Result<Option<Entry>> {
         check_interrupt()?;
-        let md = match fs::symlink_metadata(path) {
-            Ok(m) => m,
+        match fs::symlink_metadata(path) {
+            Ok(md) => self.scan_with(path, &md, rel, name, parent),
             Err(e) => {
                 self.warn(format!("{}: {e}", path.display()));
-                return Ok(None);
+                Ok(None)
             }
-        };
-        let meta = Meta::of(&md);
+        }
+    }
+
+    /// [`Self::scan`] for a path whose metadata (not following a symlink)
+    /// is `md`.
+    fn scan_with(
+        &self,
+        path: &Path,
+        md: &fs::Metadata,
+        rel: &str,
+        name: Vec<u8>,
+        parent: Option<&Node>,
+    ) -> Result<Option<Entry>> {
+        let meta = Meta::of(md);
         let ft = md.file_type();
         let kind = if ft.is_file() {
             let reuse = match parent {
@@ -445,10 +457,13 @@ impl Scanner<'_> {
                 .as_ref()
                 .map(|t| t.nodes.iter().map(|n| (n.name.as_slice(), n)).collect())
                 .unwrap_or_default();
-            let mut names: Vec<_> = match fs::read_dir(path) {
+            // The entries keep the directory open: each child is examined
+            // relative to it (`statx` on the directory and the name, not
+            // the whole path walked again for every entry).
+            let mut entries: Vec<(std::ffi::OsString, fs::DirEntry)> = match fs::read_dir(path) {
                 Ok(rd) => rd
                     .filter_map(|e| match e {
-                        Ok(e) => Some(e.file_name()),
+                        Ok(e) => Some((e.file_name(), e)),
                         Err(err) => {
                             self.warn(format!("{}: {err}", path.display()));
                             None
@@ -460,10 +475,11 @@ impl Scanner<'_> {
                     return Ok(None);
                 }
             };
-            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            let scanned = names
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            let scanned = entries
                 .par_iter()
-                .map(|n| {
+                .map(|(n, e)| {
+                    check_interrupt()?;
                     let nb = n.as_bytes().to_vec();
                     // Paths are only needed to match excludes.
                     let child_rel = match self.exclude {
@@ -474,8 +490,16 @@ impl Scanner<'_> {
                         return Ok(None);
                     }
                     let child = path.join(n);
+                    // Not following a symlink, as `symlink_metadata`.
+                    let md = match e.metadata() {
+                        Ok(m) => m,
+                        Err(err) => {
+                            self.warn(format!("{}: {err}", child.display()));
+                            return Ok(None);
+                        }
+                    };
                     let p = pmap.get(nb.as_slice()).copied();
-                    self.scan(&child, &child_rel, nb, p)
+                    self.scan_with(&child, &md, &child_rel, nb, p)
                 })
                 .collect::<Result<Vec<Option<Entry>>>>()?;
             Scanned::Dir(scanned.into_iter().flatten().collect())
