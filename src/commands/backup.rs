@@ -94,7 +94,10 @@ impl Meta {
 
 enum Scanned {
     File(FileData, FileState),
-    Dir(Vec<Entry>),
+    /// A directory's entries, and the parent snapshot's tree for it when
+    /// that tree holds exactly these entries: it is then kept as it is,
+    /// neither encoded nor hashed again.
+    Dir(Vec<Entry>, Option<BlobId>),
     Symlink(Vec<u8>),
 }
 
@@ -119,7 +122,7 @@ fn number_jobs(entries: &mut [Entry], jobs: &mut Vec<Job>) {
                 }
             }
             Scanned::File(..) => {}
-            Scanned::Dir(children) => number_jobs(children, jobs),
+            Scanned::Dir(children, _) => number_jobs(children, jobs),
             Scanned::Symlink(_) => {}
         }
     }
@@ -136,6 +139,29 @@ struct Entry {
     name: Vec<u8>,
     meta: Meta,
     kind: Scanned,
+}
+
+impl Entry {
+    /// Whether this entry would be stored exactly as `p`: the same name,
+    /// metadata and content (a file reused unchanged, the same symlink
+    /// target, a directory kept as `p`'s tree).
+    fn stores_as(&self, p: &Node) -> bool {
+        let m = &self.meta;
+        self.name == p.name
+            && m.mode == p.mode
+            && m.mtime == p.mtime
+            && m.mtime_nanos == p.mtime_nanos
+            && m.uid == p.uid
+            && m.gid == p.gid
+            && m.size == p.size
+            && m.inode == p.inode
+            && match (&self.kind, &p.kind) {
+                (Scanned::File(FileData::Reuse(c), _), NodeKind::File { chunks }) => c == chunks,
+                (Scanned::Dir(_, Some(t)), NodeKind::Dir { tree }) => t == tree,
+                (Scanned::Symlink(t), NodeKind::Symlink { target }) => t == target,
+                _ => false,
+            }
+    }
 }
 
 struct Job {
@@ -502,7 +528,22 @@ impl Scanner<'_> {
                     self.scan_with(&child, &md, &child_rel, nb, p)
                 })
                 .collect::<Result<Vec<Option<Entry>>>>()?;
-            Scanned::Dir(scanned.into_iter().flatten().collect())
+            let children: Vec<Entry> = scanned.into_iter().flatten().collect();
+            let same = match (parent, &ptree) {
+                (
+                    Some(Node {
+                        kind: NodeKind::Dir { tree },
+                        ..
+                    }),
+                    Some(t),
+                ) if t.nodes.len() == children.len()
+                    && children.iter().zip(&t.nodes).all(|(e, p)| e.stores_as(p)) =>
+                {
+                    Some(*tree)
+                }
+                _ => None,
+            };
+            Scanned::Dir(children, same)
         } else if ft.is_symlink() {
             match fs::read_link(path) {
                 Ok(t) => Scanned::Symlink(t.as_os_str().as_bytes().to_vec()),
@@ -673,10 +714,13 @@ struct Counts {
     total_bytes: u64,
 }
 
-/// Stores a scanned directory's tree and returns its id.
+/// Stores the tree of a scanned directory's `entries` and returns its id,
+/// or keeps `known` (the parent's tree, which holds exactly these entries);
+/// counts the files either way.
 fn store_dir(
     session: &WriteSession<'_>,
     entries: Vec<Entry>,
+    known: Option<BlobId>,
     results: &mut [Option<JobResult>],
     counts: &mut Counts,
 ) -> Result<BlobId> {
@@ -707,10 +751,10 @@ fn store_dir(
                     _ => continue,
                 }
             }
-            Scanned::Dir(children) => {
+            Scanned::Dir(children, k) => {
                 counts.dirs += 1;
                 NodeKind::Dir {
-                    tree: store_dir(session, children, results, counts)?,
+                    tree: store_dir(session, children, k, results, counts)?,
                 }
             }
             Scanned::Symlink(target) => NodeKind::Symlink { target },
@@ -726,6 +770,9 @@ fn store_dir(
             inode: e.meta.inode,
             kind,
         });
+    }
+    if let Some(id) = known {
+        return Ok(id);
     }
     // The nodes (whose chunk lists can be megabytes) go before the blob is
     // sealed.
@@ -826,12 +873,14 @@ pub fn backup(
         inode: 0,
         kind: NodeKind::Dir { tree: s.tree },
     });
-    let mut root_entries: Vec<Entry> = if single_dir {
+    // The root's entries, and the parent's root tree when it holds exactly
+    // them.
+    let (mut root_entries, root_known): (Vec<Entry>, Option<BlobId>) = if single_dir {
         match scanner.scan(&paths[0], "", Vec::new(), parent_root.as_ref())? {
             Some(Entry {
-                kind: Scanned::Dir(children),
+                kind: Scanned::Dir(children, known),
                 ..
-            }) => children,
+            }) => (children, known),
             _ => return Err(Error::MissingPath(paths[0].clone())),
         }
     } else {
@@ -857,7 +906,16 @@ pub fn backup(
                 v.push(e);
             }
         }
-        v
+        let known = match (&parent, &ptree) {
+            (Some((_, s)), Some(t))
+                if t.nodes.len() == v.len()
+                    && v.iter().zip(&t.nodes).all(|(e, p)| e.stores_as(p)) =>
+            {
+                Some(s.tree)
+            }
+            _ => None,
+        };
+        (v, known)
     };
     let mut warnings = scanner
         .warnings
@@ -891,7 +949,13 @@ pub fn backup(
 
     progress.message("storing trees");
     let mut counts = Counts::default();
-    let tree = store_dir(&session, root_entries, &mut results, &mut counts)?;
+    let tree = store_dir(
+        &session,
+        root_entries,
+        root_known,
+        &mut results,
+        &mut counts,
+    )?;
     check_interrupt()?;
 
     let (time, nanos) = opts.time.unwrap_or_else(|| {
@@ -955,4 +1019,125 @@ pub fn backup(
         warnings,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{backup_tree, small_chunk_repo};
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// The node at `path` (names from the root tree `root`).
+    fn node_at(repo: &IndexedRepository, root: &BlobId, path: &[&str]) -> Node {
+        let mut tree = repo.read_tree(root).unwrap();
+        for (i, name) in path.iter().enumerate() {
+            let n = tree
+                .nodes
+                .into_iter()
+                .find(|n| n.name == name.as_bytes())
+                .unwrap_or_else(|| panic!("no {name} in {path:?}"));
+            if i + 1 == path.len() {
+                return n;
+            }
+            let NodeKind::Dir { tree: t } = n.kind else {
+                panic!("{name} is not a directory");
+            };
+            tree = repo.read_tree(&t).unwrap();
+        }
+        unreachable!("empty path")
+    }
+
+    fn tree_of(repo: &IndexedRepository, root: &BlobId, path: &[&str]) -> BlobId {
+        match node_at(repo, root, path).kind {
+            NodeKind::Dir { tree } => tree,
+            _ => panic!("{path:?} is not a directory"),
+        }
+    }
+
+    /// A directory keeps its parent's tree only when nothing in it changed:
+    /// every kind of change below it (a file's mode, a rename, a symlink's
+    /// target, a new empty directory, a directory's own mode) shows in the
+    /// new snapshot, and the directories it does not touch keep their trees.
+    #[test]
+    fn a_directory_keeps_its_parents_tree_only_when_nothing_in_it_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = small_chunk_repo(&tmp.path().join("cache")).unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("a/b")).unwrap();
+        fs::create_dir_all(src.join("c")).unwrap();
+        fs::write(src.join("a/b/deep.txt"), b"id,qty\n1,5\n").unwrap();
+        fs::write(src.join("a/b/other.txt"), b"other").unwrap();
+        fs::write(src.join("c/keep.txt"), b"keep").unwrap();
+        symlink("b/deep.txt", src.join("a/link")).unwrap();
+        let t0 = backup_tree(&repo, &src);
+
+        // Nothing changed: the same trees, and every file counted unchanged.
+        let out = backup(
+            &repo,
+            &BackupOptions {
+                paths: vec![src.clone()],
+                account: "acme".into(),
+                ..BackupOptions::default()
+            },
+            &crate::commands::NoProgress,
+        )
+        .unwrap();
+        assert_eq!(out.snapshot.tree, t0);
+        let s = &out.snapshot.summary;
+        assert_eq!((s.files_unchanged, s.total_files, s.dirs), (3, 3, 3));
+        let c0 = tree_of(&repo, &t0, &["c"]);
+
+        fs::set_permissions(src.join("a/b/deep.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        let t1 = backup_tree(&repo, &src);
+        assert_ne!(t1, t0);
+        assert_eq!(
+            node_at(&repo, &t1, &["a", "b", "deep.txt"]).mode & 0o777,
+            0o600
+        );
+        assert_eq!(tree_of(&repo, &t1, &["c"]), c0);
+
+        fs::rename(src.join("a/b/other.txt"), src.join("a/b/renamed.txt")).unwrap();
+        let t2 = backup_tree(&repo, &src);
+        assert_ne!(t2, t1);
+        let b2 = repo.read_tree(&tree_of(&repo, &t2, &["a", "b"])).unwrap();
+        let names: Vec<&[u8]> = b2.nodes.iter().map(|n| n.name.as_slice()).collect();
+        assert_eq!(names, [&b"deep.txt"[..], b"renamed.txt"]);
+
+        fs::remove_file(src.join("a/link")).unwrap();
+        symlink("b/renamed.txt", src.join("a/link")).unwrap();
+        let t3 = backup_tree(&repo, &src);
+        assert_ne!(t3, t2);
+        assert!(matches!(
+            node_at(&repo, &t3, &["a", "link"]).kind,
+            NodeKind::Symlink { target } if target == b"b/renamed.txt"
+        ));
+
+        fs::create_dir(src.join("a/b/new")).unwrap();
+        let t4 = backup_tree(&repo, &src);
+        assert_ne!(t4, t3);
+        assert!(matches!(
+            node_at(&repo, &t4, &["a", "b", "new"]).kind,
+            NodeKind::Dir { .. }
+        ));
+
+        // A directory's own mode is in its parent's tree: `a` changes, `b`
+        // (whose entries did not) keeps its tree.
+        let b4 = tree_of(&repo, &t4, &["a", "b"]);
+        fs::set_permissions(src.join("a/b"), fs::Permissions::from_mode(0o700)).unwrap();
+        let t5 = backup_tree(&repo, &src);
+        assert_ne!(tree_of(&repo, &t5, &["a"]), tree_of(&repo, &t4, &["a"]));
+        assert_eq!(node_at(&repo, &t5, &["a", "b"]).mode & 0o777, 0o700);
+        assert_eq!(tree_of(&repo, &t5, &["a", "b"]), b4);
+        assert_eq!(tree_of(&repo, &t5, &["c"]), c0);
+
+        // Unchanged since: kept whole again.
+        assert_eq!(backup_tree(&repo, &src), t5);
+
+        // A file removed (the rest of its directory unchanged) is gone.
+        fs::remove_file(src.join("a/b/renamed.txt")).unwrap();
+        let t6 = backup_tree(&repo, &src);
+        let b6 = repo.read_tree(&tree_of(&repo, &t6, &["a", "b"])).unwrap();
+        let names: Vec<&[u8]> = b6.nodes.iter().map(|n| n.name.as_slice()).collect();
+        assert_eq!(names, [&b"deep.txt"[..], b"new"]);
+    }
 }
