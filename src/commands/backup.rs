@@ -164,6 +164,12 @@ impl Entry {
     }
 }
 
+/// Whether `entries` (sorted by name) would be stored exactly as `tree`.
+fn stored_as(entries: &[Entry], tree: &Tree) -> bool {
+    tree.nodes.len() == entries.len()
+        && entries.iter().zip(&tree.nodes).all(|(e, p)| e.stores_as(p))
+}
+
 struct Job {
     path: PathBuf,
     size: u64,
@@ -536,11 +542,7 @@ impl Scanner<'_> {
                         ..
                     }),
                     Some(t),
-                ) if t.nodes.len() == children.len()
-                    && children.iter().zip(&t.nodes).all(|(e, p)| e.stores_as(p)) =>
-                {
-                    Some(*tree)
-                }
+                ) if stored_as(&children, t) => Some(*tree),
                 _ => None,
             };
             Scanned::Dir(children, same)
@@ -724,7 +726,7 @@ fn store_dir(
     results: &mut [Option<JobResult>],
     counts: &mut Counts,
 ) -> Result<BlobId> {
-    let mut nodes = Vec::with_capacity(entries.len());
+    let mut nodes = Vec::with_capacity(if known.is_some() { 0 } else { entries.len() });
     for e in entries {
         let mut size = e.meta.size;
         let kind = match e.kind {
@@ -759,6 +761,10 @@ fn store_dir(
             }
             Scanned::Symlink(target) => NodeKind::Symlink { target },
         };
+        // A kept tree is only counted: its nodes are not needed.
+        if known.is_some() {
+            continue;
+        }
         nodes.push(Node {
             name: e.name,
             mode: e.meta.mode,
@@ -907,12 +913,7 @@ pub fn backup(
             }
         }
         let known = match (&parent, &ptree) {
-            (Some((_, s)), Some(t))
-                if t.nodes.len() == v.len()
-                    && v.iter().zip(&t.nodes).all(|(e, p)| e.stores_as(p)) =>
-            {
-                Some(s.tree)
-            }
+            (Some((_, s)), Some(t)) if stored_as(&v, t) => Some(s.tree),
             _ => None,
         };
         (v, known)
